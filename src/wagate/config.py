@@ -1,0 +1,41 @@
+"""Settings, read from the environment with the prefix ``WAGATE_`` (DESIGN §10)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EngineName = Literal["sim", "whatsmeow"]
+AuthStoreName = Literal["db", "file", "redis"]
+LogFormat = Literal["text", "json"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the gateway; defaults start on SQLite with nothing else installed."""
+
+    model_config = SettingsConfigDict(env_prefix="WAGATE_", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./wagate.db"
+    # The real engine becomes the default once it ships (see README, "Engines").
+    engine: EngineName = "sim"
+    auth_store: AuthStoreName = "db"
+    redis_url: str | None = None
+    data_dir: Path = Path("./wagate-data")
+    admin_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    sim_time_scale: float = Field(default=1.0, gt=0)
+    restore_concurrency: int = Field(default=32, ge=1)
+    webhook_max_attempts: int = Field(default=15, ge=1)
+    webhook_retry_min_seconds: float = Field(default=1.0, gt=0)
+    webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    link_rate_per_account: str = "10/h"
+    link_rate_per_workspace: str = "100/h"
+    log_format: LogFormat = "text"
+    log_level: str = "INFO"
+    # Attempts whose engine session has been silent this long are closed by the sweeper.
+    attempt_silence_seconds: float = Field(default=300.0, gt=0)

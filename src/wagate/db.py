@@ -1,0 +1,160 @@
+"""The database: async engine, transactions with retry on lock conflicts, and migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import warnings
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+log = logging.getLogger("wagate.db")
+
+T = TypeVar("T")
+
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "mysql": "mysql+asyncmy",
+    "mariadb": "mysql+asyncmy",
+}
+
+# Lock conflicts worth running the whole transaction again for.
+_RETRYABLE_MARKERS = (
+    "deadlock",  # PostgreSQL 40P01, MySQL 1213
+    "could not serialize",  # PostgreSQL 40001
+    "lock wait timeout",  # MySQL 1205
+    "database is locked",  # SQLite
+)
+
+
+def async_url(url: str) -> str:
+    """The same database URL with wagate's async driver (``sqlite:///x.db`` → aiosqlite, ...)."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    driver = _ASYNC_DRIVERS.get(backend)
+    if driver is None:
+        raise ValueError(f"unsupported database {backend!r}: use sqlite, postgresql or mysql")
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether ``exc`` is a transient lock conflict rather than a real error."""
+    text = str(exc).lower()
+    return isinstance(exc, DBAPIError) and any(marker in text for marker in _RETRYABLE_MARKERS)
+
+
+def _sqlite_setup(engine: AsyncEngine) -> None:
+    # Every SQLite transaction takes the write lock at BEGIN: two deferred transactions that both
+    # upgrade to writing would otherwise fail at once instead of waiting on busy_timeout.
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """One async engine and its sessions; ``close()`` is idempotent."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = async_url(url)
+        self.backend = make_url(self.url).get_backend_name()
+        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": self.backend != "sqlite"}
+        if self.backend == "mysql":
+            kwargs["isolation_level"] = "READ COMMITTED"
+        if self.backend != "sqlite":
+            kwargs.update(pool_size=10, max_overflow=20)
+        self.engine = create_async_engine(self.url, **kwargs)
+        if self.backend == "sqlite":
+            _sqlite_setup(self.engine)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._closed = False
+
+    async def run(
+        self,
+        work: Callable[[AsyncSession], Awaitable[T]],
+        *,
+        retry_integrity: bool = False,
+        attempts: int = 8,
+    ) -> T:
+        """Run ``work`` in one transaction, committed on success; rerun it on lock conflicts.
+
+        ``retry_integrity`` also reruns it after a unique-key race, for work that reads what the
+        winner wrote and decides again (two accounts linking the same phone at once).
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self.sessions() as session, session.begin():
+                    return await work(session)
+            except DBAPIError as exc:
+                race = retry_integrity and isinstance(exc, IntegrityError)
+                if attempt == attempts or not (race or is_retryable(exc)):
+                    raise
+                log.debug("transaction conflict, retrying", extra={"attempt": attempt})
+                await asyncio.sleep(random.uniform(0.005, 0.02) * attempt)
+        raise AssertionError("unreachable")
+
+    async def ping(self) -> bool:
+        """Whether the database answers a trivial query."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.exec_driver_sql("SELECT 1")
+        except Exception:  # any failure means "not reachable"; the reason is logged
+            log.warning("database ping failed", exc_info=True)
+            return False
+        return True
+
+    async def upgrade(self) -> None:
+        """Apply every migration up to head."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(_upgrade_sync)
+
+    async def current_revision(self) -> str | None:
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(
+                lambda c: MigrationContext.configure(c).get_current_revision()
+            )
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self.engine.dispose()
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", "wagate:migrations")
+    return cfg
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def _upgrade_sync(conn: Connection) -> None:
+    cfg = alembic_config()
+    cfg.attributes["connection"] = conn
+    with warnings.catch_warnings():
+        # MySQL names every primary key PRIMARY and says so for each named one.
+        warnings.filterwarnings("ignore", message=".*ignored for PRIMARY key")
+        command.upgrade(cfg, "head")
