@@ -64,8 +64,9 @@ class IllegalTransition(WagateError):
     code = "illegal_transition"
 
     def __init__(self, current: str, target: str) -> None:
-        super().__init__(f"transition {current} -> {target} is not allowed", current=current,
-                         target=target)
+        super().__init__(
+            f"transition {current} -> {target} is not allowed", current=current, target=target
+        )
         self.current = current
         self.target = target
 

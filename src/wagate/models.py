@@ -183,7 +183,8 @@ class LinkAttempt(Base):
         CheckConstraint(f"method IN ({METHOD_SQL})", name="method"),
         CheckConstraint(f"outcome IS NULL OR outcome IN ({OUTCOME_SQL})", name="outcome"),
         CheckConstraint(
-            "(ended_at IS NULL AND outcome IS NULL) OR (ended_at IS NOT NULL AND outcome IS NOT NULL)",
+            "(ended_at IS NULL AND outcome IS NULL)"
+            " OR (ended_at IS NOT NULL AND outcome IS NOT NULL)",
             name="closed_has_outcome",
         ),
         UniqueConstraint("open_account_id"),

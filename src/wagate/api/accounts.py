@@ -1,0 +1,134 @@
+"""Accounts, linking, QR codes and link attempts (DESIGN §6)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from wagate import qr
+from wagate.accounts import get_account, get_workspace, list_accounts
+from wagate.api.deps import CallerDep, GatewayDep, ManagerDep, SessionDep
+from wagate.api.schemas import (
+    AccountCreate,
+    AccountOut,
+    AttemptOut,
+    ErrorBody,
+    LinkRequest,
+    QrOut,
+)
+from wagate.errors import InvalidInput, NotFound
+from wagate.linking import list_attempts
+from wagate.models import Account
+from wagate.states import AccountStatus, LinkMethod
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorBody, "description": "Missing, unknown or revoked key"},
+    404: {"model": ErrorBody, "description": "No such account in the caller's workspace"},
+    422: {"model": ErrorBody, "description": "Invalid input"},
+}
+
+router = APIRouter(prefix="/v1/accounts", tags=["accounts"], responses=ERRORS)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=AccountOut)
+async def create_account(body: AccountCreate, caller: CallerDep, gateway: GatewayDep) -> AccountOut:
+    """Create an account slot, status ``unlinked``."""
+    if caller.is_admin and body.workspace_id is None:
+        raise InvalidInput("the admin key must name the account's workspace_id")
+    workspace_id = body.workspace_id or caller.workspace_id
+    assert workspace_id is not None
+
+    async def work(session: AsyncSession) -> Account:
+        workspace = await get_workspace(session, caller, workspace_id)
+        account = Account(workspace_id=workspace.id, label=body.label)
+        session.add(account)
+        await session.flush()
+        return account
+
+    return AccountOut.of(await gateway.db.run(work))
+
+
+@router.get("", response_model=list[AccountOut])
+async def get_accounts(
+    caller: CallerDep,
+    session: SessionDep,
+    status_filter: Annotated[AccountStatus | None, Query(alias="status")] = None,
+) -> list[AccountOut]:
+    """The caller's accounts, optionally only those in one status."""
+    return [AccountOut.of(a) for a in await list_accounts(session, caller, status_filter)]
+
+
+@router.get("/{account_id}", response_model=AccountOut)
+async def read_account(account_id: str, caller: CallerDep, session: SessionDep) -> AccountOut:
+    return AccountOut.of(await get_account(session, caller, account_id))
+
+
+@router.post(
+    "/{account_id}/link",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=AttemptOut,
+    responses={409: {"model": ErrorBody, "description": "The account is already linked"}},
+)
+async def link(
+    account_id: str, body: LinkRequest, caller: CallerDep, manager: ManagerDep
+) -> AttemptOut:
+    """Start linking, or return the attempt already open (idempotent)."""
+    attempt = await manager.link(caller, account_id, LinkMethod(body.method), body.phone)
+    return AttemptOut.of(attempt, manager.live(account_id))
+
+
+@router.delete("/{account_id}/link", response_model=AttemptOut)
+async def cancel_link(account_id: str, caller: CallerDep, manager: ManagerDep) -> AttemptOut:
+    """Cancel the open attempt."""
+    return AttemptOut.of(await manager.cancel_link(caller, account_id))
+
+
+@router.get(
+    "/{account_id}/qr",
+    response_model=QrOut,
+    responses={
+        200: {
+            "content": {
+                "image/png": {},
+                "image/svg+xml": {},
+                "text/plain": {},
+            },
+            "description": "The current QR code as JSON, or rendered with ?format=",
+        }
+    },
+)
+async def current_qr(
+    account_id: str,
+    caller: CallerDep,
+    session: SessionDep,
+    manager: ManagerDep,
+    fmt: Annotated[Literal["json", "png", "svg", "txt"], Query(alias="format")] = "json",
+) -> QrOut | Response:
+    """The QR code to show now; 404 when the account has none (not linking, or method code)."""
+    await get_account(session, caller, account_id)
+    live = manager.live(account_id)
+    if live is None or live.qr is None:
+        raise NotFound("no QR code to show for this account", account_id=account_id)
+    shown = live.qr
+    headers = {"Cache-Control": "no-store"}
+    if fmt == "json":
+        body = QrOut(
+            attempt_id=live.attempt_id,
+            code=shown.code,
+            index=shown.index,
+            expires_at=shown.expires_at,
+        )
+        return Response(body.model_dump_json(), media_type="application/json", headers=headers)
+    return Response(qr.render(shown.code, fmt), media_type=qr.MEDIA_TYPES[fmt], headers=headers)
+
+
+@router.get("/{account_id}/attempts", response_model=list[AttemptOut])
+async def attempts(
+    account_id: str, caller: CallerDep, session: SessionDep, manager: ManagerDep
+) -> list[AttemptOut]:
+    """Every link attempt of the account, newest first."""
+    await get_account(session, caller, account_id)
+    live = manager.live(account_id)
+    return [AttemptOut.of(a, live) for a in await list_attempts(session, account_id)]

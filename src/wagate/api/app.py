@@ -1,0 +1,38 @@
+"""The FastAPI application: one lifespan opens the gateway and closes it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from wagate import __version__
+from wagate.api import accounts, errors, funnel, health, sim, workspaces
+from wagate.config import Settings
+from wagate.gateway import Gateway
+
+
+def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:
+    """The API over ``gateway`` (opened and closed by the app's lifespan)."""
+    runtime = gateway or Gateway(settings or Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.open()
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    app = FastAPI(
+        title="wagate",
+        version=__version__,
+        summary="Multi-tenant gateway for WhatsApp linked-device sessions.",
+        lifespan=lifespan,
+    )
+    app.state.gateway = runtime
+    errors.install(app)
+    for module in (workspaces, accounts, funnel, sim, health):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,64 @@
+"""Request dependencies: the gateway, the caller behind the bearer key, a DB session."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from wagate.accounts import Caller
+from wagate.errors import AdminRequired, Unauthorized
+from wagate.gateway import Gateway
+from wagate.keys import authenticate
+from wagate.sessions import SessionManager
+
+_bearer = HTTPBearer(auto_error=False, description="A workspace key or the admin key.")
+
+
+def get_gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+
+def get_manager(gateway: GatewayDep) -> SessionManager:
+    return gateway.manager()
+
+
+ManagerDep = Annotated[SessionManager, Depends(get_manager)]
+
+
+async def get_session(gateway: GatewayDep) -> AsyncIterator[AsyncSession]:
+    """A read session; writes go through ``Database.run`` so they retry lock conflicts."""
+    async with gateway.db.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_caller(
+    gateway: GatewayDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("missing bearer key: send 'Authorization: Bearer <key>'")
+    async with gateway.db.sessions() as session:
+        return await authenticate(session, credentials.credentials, gateway.admin_key)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+async def get_admin(caller: CallerDep) -> Caller:
+    if not caller.is_admin:
+        raise AdminRequired("this route needs the admin key")
+    return caller
+
+
+AdminDep = Annotated[Caller, Depends(get_admin)]

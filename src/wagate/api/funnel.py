@@ -1,0 +1,35 @@
+"""The link funnel over attempts (DESIGN §8)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter
+
+from wagate import funnel
+from wagate.api.deps import CallerDep, SessionDep
+from wagate.api.schemas import ErrorBody
+from wagate.errors import InvalidInput
+
+router = APIRouter(
+    tags=["funnel"],
+    responses={401: {"model": ErrorBody, "description": "Missing, unknown or revoked key"}},
+)
+
+
+@router.get("/v1/funnel")
+async def get_funnel(
+    caller: CallerDep,
+    session: SessionDep,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    """Attempts → first code shown → paired → connected, per link attempt (never per QR code)."""
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise InvalidInput(f"{name} needs a timezone, e.g. 2026-01-01T00:00:00Z")
+    result = await funnel.compute(
+        session, workspace_id=caller.workspace_id, since=since, until=until
+    )
+    return result.as_dict()

@@ -1,0 +1,62 @@
+"""Workspaces: the tenants (DESIGN §6)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from wagate.accounts import get_workspace
+from wagate.api.deps import AdminDep, CallerDep, GatewayDep, SessionDep
+from wagate.api.schemas import ErrorBody, WorkspaceCreate, WorkspaceCreated, WorkspaceOut
+from wagate.keys import add_key
+from wagate.models import Workspace
+
+router = APIRouter(
+    prefix="/v1/workspaces",
+    tags=["workspaces"],
+    responses={
+        401: {"model": ErrorBody, "description": "Missing, unknown or revoked key"},
+        422: {"model": ErrorBody, "description": "Invalid input"},
+    },
+)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=WorkspaceCreated,
+    responses={403: {"model": ErrorBody, "description": "Needs the admin key"}},
+)
+async def create_workspace(
+    body: WorkspaceCreate, admin: AdminDep, gateway: GatewayDep
+) -> WorkspaceCreated:
+    """Create a tenant with its first API key and webhook secret, both shown only here."""
+    secret = gateway.new_webhook_secret()
+    cipher = gateway.cipher
+    assert cipher is not None
+
+    async def work(session: AsyncSession) -> tuple[Workspace, str]:
+        workspace = Workspace(
+            name=body.name,
+            webhook_url=str(body.webhook_url) if body.webhook_url else None,
+            webhook_secret="",
+        )
+        session.add(workspace)
+        await session.flush()
+        workspace.webhook_secret = cipher.encrypt_text(secret, context=f"webhook:{workspace.id}")
+        _, key = add_key(session, workspace.id)
+        await session.flush()
+        return workspace, key
+
+    workspace, key = await gateway.db.run(work)
+    out = WorkspaceOut.of(workspace)
+    return WorkspaceCreated(**out.model_dump(), api_key=key, webhook_secret=secret)
+
+
+@router.get(
+    "/{workspace_id}",
+    response_model=WorkspaceOut,
+    responses={404: {"model": ErrorBody, "description": "No such workspace for this key"}},
+)
+async def read_workspace(workspace_id: str, caller: CallerDep, session: SessionDep) -> WorkspaceOut:
+    return WorkspaceOut.of(await get_workspace(session, caller, workspace_id))

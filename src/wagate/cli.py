@@ -1,0 +1,125 @@
+"""The ``wagate`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from wagate import __version__
+from wagate.config import EngineName, LogFormat, Settings
+from wagate.db import Database
+from wagate.errors import WagateError
+
+app = typer.Typer(
+    name="wagate",
+    help="Gateway for WhatsApp linked-device sessions.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
+    engine: Annotated[str | None, typer.Option(help="sim or whatsmeow.")] = None,
+    log_format: Annotated[str | None, typer.Option(help="text or json.")] = None,
+) -> None:
+    """Run the gateway: apply migrations, restore sessions, serve the HTTP API."""
+    import uvicorn
+
+    from wagate.api.app import create_app
+    from wagate.gateway import build_engine
+    from wagate.logs import configure
+
+    overrides: dict[str, object] = {}
+    for name, value in (
+        ("host", host),
+        ("port", port),
+        ("engine", engine),
+        ("log_format", log_format),
+    ):
+        if value is not None:
+            overrides[name] = value
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+        build_engine(settings)
+    except WagateError as exc:
+        raise _fail(exc.message) from None
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    configure(settings.log_format, settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=3,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration to WAGATE_DATABASE_URL."""
+
+    async def run() -> str | None:
+        db = Database(Settings().database_url)
+        try:
+            await db.upgrade()
+            return await db.current_revision()
+        finally:
+            await db.close()
+
+    try:
+        revision = asyncio.run(run())
+    except Exception as exc:  # the database's own message is what the user needs
+        raise _fail(f"could not upgrade the database: {exc}") from None
+    console.print(f"database at revision [bold]{revision}[/bold]")
+
+
+@app.command()
+def demo(
+    time_scale: Annotated[float, typer.Option(help="Simulator clock factor.")] = 0.01,
+) -> None:
+    """Link a simulated phone end to end, in-process, in a few seconds."""
+    from wagate.demo import run_demo
+
+    asyncio.run(run_demo(Console(), time_scale))
+
+
+def _mount_doctor() -> None:
+    try:
+        from wagate.doctor.cli import app as doctor_app
+    except ImportError:  # the doctor ships with its own module; absent in partial installs
+        return
+    app.add_typer(doctor_app, name="doctor")
+
+
+_mount_doctor()
+
+
+def main() -> None:
+    app()
+
+
+_ = (EngineName, LogFormat)

@@ -1,0 +1,1 @@
+"""Engines turn a WhatsApp library's callbacks into wagate's ``EngineEvent``s."""

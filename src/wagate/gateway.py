@@ -1,0 +1,81 @@
+"""The running gateway: every resource opened in order and closed in reverse."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from wagate.config import Settings
+from wagate.crypto import Cipher, load_or_create_key
+from wagate.db import Database
+from wagate.engines.base import Engine
+from wagate.engines.sim import SimEngine, SimServer
+from wagate.errors import EngineUnavailable
+from wagate.keys import ensure_admin_key
+from wagate.sessions import SessionManager
+from wagate.stores import open_auth_store
+from wagate.stores.base import AuthStore
+
+log = logging.getLogger("wagate.gateway")
+
+
+def build_engine(settings: Settings) -> Engine:
+    """The configured engine; never a silent fallback to the simulator."""
+    if settings.engine == "sim":
+        return SimEngine(SimServer(settings.sim_time_scale))
+    raise EngineUnavailable(
+        "the whatsmeow engine is not part of this release yet; "
+        "start with --engine sim (or WAGATE_ENGINE=sim) to use the simulator"
+    )
+
+
+class Gateway:
+    """Database, cipher, credential store, engine and sessions, as one unit."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.database_url)
+        self.cipher: Cipher | None = None
+        self.auth: AuthStore | None = None
+        self.engine: Engine | None = None
+        self.sessions: SessionManager | None = None
+        # Set when this start created the admin key: shown once, never logged.
+        self.new_admin_key: str | None = None
+        self._closed = False
+
+    async def open(self) -> None:
+        settings = self.settings
+        await self.db.upgrade()
+        key = settings.secret_key.get_secret_value() if settings.secret_key else None
+        self.cipher = Cipher(load_or_create_key(settings.data_dir, key))
+        if settings.admin_key is None:
+            self.new_admin_key = await self.db.run(ensure_admin_key)
+        self.auth = open_auth_store(settings, self.db, self.cipher)
+        self.engine = build_engine(settings)
+        self.sessions = SessionManager(self.db, self.engine, self.auth)
+        await self.sessions.start()
+        log.info("gateway started", extra={"engine": self.engine.name, "db": self.db.backend})
+
+    @property
+    def admin_key(self) -> str | None:
+        key = self.settings.admin_key
+        return key.get_secret_value() if key is not None else None
+
+    def manager(self) -> SessionManager:
+        if self.sessions is None:
+            raise EngineUnavailable("the gateway is not running")
+        return self.sessions
+
+    def new_webhook_secret(self) -> str:
+        return "whsec_" + secrets.token_urlsafe(32)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.sessions is not None:
+            await self.sessions.close()
+        if self.auth is not None:
+            await self.auth.close()
+        await self.db.close()
+        log.info("gateway stopped")

@@ -1,0 +1,1 @@
+"""Auth-state stores: where engine credentials live, encrypted and checksummed."""
