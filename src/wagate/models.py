@@ -221,3 +221,62 @@ class Event(Base):
         UniqueConstraint("account_id", "seq"),
         Index(None, "workspace_id", "id"),
     )
+
+
+class WebhookDelivery(Base):
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    event_id: Mapped[int] = mapped_column(
+        EventId, ForeignKey("events.id", ondelete="CASCADE"), unique=True
+    )
+    workspace_id: Mapped[str] = mapped_column(String(36))
+    # Deliveries of one account go out in seq order: the dispatcher sends an account's next
+    # delivery only when the ones before it are delivered or dead.
+    account_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_status: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(String(255), default=None)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'delivered', 'dead')", name="status"),
+        Index(None, "status", "next_attempt_at"),
+        Index(None, "account_id", "event_id"),
+        Index(None, "workspace_id", "status"),
+    )
+
+
+class Message(Base):
+    __tablename__ = "messages"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("accounts.id", ondelete="CASCADE")
+    )
+    direction: Mapped[str] = mapped_column(String(3))
+    chat: Mapped[str] = mapped_column(String(100))
+    wa_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    text: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    # The client's idempotency key: NULLs never collide, so only given refs are unique.
+    client_ref: Mapped[str | None] = mapped_column(String(100), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    __table_args__ = (
+        CheckConstraint("direction IN ('in', 'out')", name="direction"),
+        CheckConstraint(
+            "status IN ('queued', 'sent', 'delivered', 'read', 'failed', 'received')",
+            name="status",
+        ),
+        UniqueConstraint("account_id", "client_ref"),
+        Index(None, "account_id", "wa_id"),
+        Index(None, "account_id", "created_at"),
+    )
