@@ -81,8 +81,12 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
 class Database:
     """One async engine and its sessions; ``close()`` is idempotent."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self, url: str, *, echo: bool = False, on_commit: Callable[[], None] | None = None
+    ) -> None:
         self.url = async_url(url)
+        # Called after every committed ``run`` (wakes the dispatcher and SSE streams).
+        self.on_commit = on_commit
         self.backend = make_url(self.url).get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": self.backend != "sqlite"}
         if self.backend == "mysql":
@@ -110,7 +114,10 @@ class Database:
         for attempt in range(1, attempts + 1):
             try:
                 async with self.sessions() as session, session.begin():
-                    return await work(session)
+                    result = await work(session)
+                if self.on_commit is not None:
+                    self.on_commit()
+                return result
             except DBAPIError as exc:
                 race = retry_integrity and isinstance(exc, IntegrityError)
                 if attempt == attempts or not (race or is_retryable(exc)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 
+from wagate.bus import Wakeup
 from wagate.config import Settings
 from wagate.crypto import Cipher, load_or_create_key
 from wagate.db import Database
@@ -34,7 +35,8 @@ class Gateway:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.db = Database(settings.database_url)
+        self.bus = Wakeup()
+        self.db = Database(settings.database_url, on_commit=self.bus.notify)
         self.cipher: Cipher | None = None
         self.auth: AuthStore | None = None
         self.engine: Engine | None = None
