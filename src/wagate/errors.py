@@ -46,7 +46,7 @@ class Conflict(WagateError):
     code = "conflict"
 
 
-class NoOpenAttempt(Conflict):
+class NoOpenAttempt(NotFound):
     """The account has no open link attempt."""
 
     code = "no_open_attempt"
