@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from wagate.engine_events import Live
 from wagate.models import Account, LinkAttempt, Workspace
-from wagate.sessions import Live
 
 Phone = Annotated[
     str,
