@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import secrets
 
+from rich.console import Console
+
 from wagate.bus import Wakeup
 from wagate.config import Settings
 from wagate.crypto import Cipher, load_or_create_key
@@ -55,7 +57,11 @@ class Gateway:
         self.auth = open_auth_store(settings, self.db, self.cipher)
         self.engine = build_engine(settings)
         self.sessions = SessionManager(self.db, self.engine, self.auth)
-        await self.sessions.start()
+        await self.sessions.start(
+            restore_concurrency=settings.restore_concurrency,
+            attempt_silence=settings.attempt_silence_seconds,
+            progress=Console(stderr=True).is_terminal,
+        )
         log.info("gateway started", extra={"engine": self.engine.name, "db": self.db.backend})
 
     @property

@@ -51,19 +51,50 @@ class SessionManager:
         self._pending: dict[str, deque[EngineEvent]] = {}
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._tasks = BackgroundTasks("sessions")
+        self._accepting = True
         self._closed = False
+        # Set once restoration at start has finished (readiness).
+        self.restored = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(
+        self,
+        *,
+        restore_concurrency: int = 32,
+        attempt_silence: float = 300.0,
+        progress: bool = False,
+    ) -> None:
+        """Take engine events, close attempts a previous process left open, then restore every
+        linked account in the background and start the sweeper."""
+        from wagate import upkeep
+
         await self.engine.start(self._on_engine_event)
         await self.interrupt_open_attempts()
 
-    async def close(self) -> None:
+        async def restore() -> None:
+            try:
+                await upkeep.restore(self, restore_concurrency, progress=progress)
+            finally:
+                self.restored.set()
+
+        self._tasks.spawn(restore(), name="restore")
+        self._tasks.spawn(upkeep.sweep_forever(self, attempt_silence), name="sweeper")
+
+    async def close(self, drain_seconds: float = 1.0) -> None:
+        """Stop taking commands, stop the engine keeping credentials, apply what it already
+        reported (briefly), then stop; statuses stay as they are so the next start restores."""
         if self._closed:
             return
-        self._closed = True
+        self._accepting = False
         await self.engine.close()
+        try:
+            await asyncio.wait_for(self.settle(), drain_seconds)
+        except TimeoutError:
+            log.warning(
+                "engine events left unapplied at shutdown", extra={"accounts": len(self._pending)}
+            )
+        self._closed = True
         await self._tasks.close()
 
     async def interrupt_open_attempts(self) -> int:
@@ -99,7 +130,7 @@ class SessionManager:
             self._locks[account_id] = lock
         return lock
 
-    async def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+    async def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """An engine call under wagate's own timeout."""
         try:
             return await asyncio.wait_for(coro, ENGINE_CALL_TIMEOUT)
@@ -112,6 +143,7 @@ class SessionManager:
         self, caller: Caller, account_id: str, method: LinkMethod, phone: str | None
     ) -> LinkAttempt:
         """Open a link attempt, or return the one already open (single-flight)."""
+        self.check_accepting()
         async with self._lock(account_id):
             now = utcnow()
 
@@ -128,7 +160,7 @@ class SessionManager:
                 extra={"account_id": account_id, "attempt_id": attempt.id, "method": method.value},
             )
             try:
-                await self._call(self.engine.link(account_id, method, phone))
+                await self.call(self.engine.link(account_id, method, phone))
             except Exception as exc:
                 await self._end_after_engine_error(account_id, attempt.id)
                 raise EngineUnavailable("the engine could not start the link") from exc
@@ -148,8 +180,13 @@ class SessionManager:
         await self.db.run(work)
         self.live_codes.pop(account_id, None)
 
+    def check_accepting(self) -> None:
+        if not self._accepting:
+            raise EngineUnavailable("the gateway is shutting down")
+
     async def cancel_link(self, caller: Caller, account_id: str) -> LinkAttempt:
         """Cancel the open attempt; the engine stops showing codes for it."""
+        self.check_accepting()
         async with self._lock(account_id):
 
             async def work(session: AsyncSession) -> tuple[LinkAttempt, AccountStatus]:
@@ -170,9 +207,9 @@ class SessionManager:
                 extra={"account_id": account_id, "attempt_id": attempt.id, "outcome": "cancelled"},
             )
             if was is S.LINKING:
-                await self._call(self.engine.cancel_link(account_id))
+                await self.call(self.engine.cancel_link(account_id))
             else:
-                await self._call(self.engine.logout(account_id))
+                await self.call(self.engine.logout(account_id))
             return attempt
 
     # -- engine events --------------------------------------------------------------------------
@@ -219,25 +256,45 @@ class SessionManager:
         if handler is None:
             log.debug("engine event ignored", extra={"event": type(event).__name__})
             return
+
+        async def act(ctx: Ctx) -> None:
+            await handler(self, ctx, event)
+
+        await self.transact(account_id, act)
+
+    async def transact(
+        self,
+        account_id: str,
+        act: Callable[[Ctx], Awaitable[T]],
+        *,
+        caller: Caller | None = None,
+    ) -> T | None:
+        """Run ``act`` on the locked account and its open attempt in one transaction, under the
+        account's lock; then run the effects it queued. Without ``caller`` (engine events,
+        upkeep) a missing account is skipped; with one, it is ``NotFound`` for that caller."""
         async with self._lock(account_id):
 
-            async def work(session: AsyncSession) -> list[Effect]:
-                account = await lock_account(session, account_id)
-                if account is None:
-                    return []
+            async def work(session: AsyncSession) -> tuple[T | None, list[Effect]]:
+                if caller is None:
+                    account = await lock_account(session, account_id)
+                    if account is None:
+                        return None, []
+                else:
+                    account = await get_account(session, caller, account_id, lock=True)
                 attempt = await open_attempt_of(session, account_id)
                 ctx = Ctx(session, account, attempt, utcnow())
-                await handler(self, ctx, event)
+                result = await act(ctx)
                 if AccountStatus(account.status) is not S.LINKING:
                     ctx.after.append(self.forget_codes(account_id))
-                return ctx.after
+                return result, ctx.after
 
-            effects = await self.db.run(work, retry_integrity=True)
+            result, effects = await self.db.run(work, retry_integrity=True)
         for effect in effects:
             try:
                 await effect()
             except WagateError:
                 log.warning("side effect failed", exc_info=True, extra={"account_id": account_id})
+        return result
 
     def forget_codes(self, account_id: str) -> Effect:
         async def forget() -> None:
@@ -247,7 +304,7 @@ class SessionManager:
 
     def engine_effect(self, coro_factory: Callable[[], Coroutine[Any, Any, None]]) -> Effect:
         async def effect() -> None:
-            await self._call(coro_factory())
+            await self.call(coro_factory())
 
         return effect
 

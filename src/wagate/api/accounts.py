@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wagate import qr
+from wagate import lifecycle, qr
 from wagate.accounts import get_account, get_workspace, list_accounts
 from wagate.api.deps import CallerDep, GatewayDep, ManagerDep, SessionDep
 from wagate.api.schemas import (
@@ -132,3 +132,41 @@ async def attempts(
     await get_account(session, caller, account_id)
     live = manager.live(account_id)
     return [AttemptOut.of(a, live) for a in await list_attempts(session, account_id)]
+
+
+@router.post(
+    "/{account_id}/logout",
+    response_model=AccountOut,
+    responses={409: {"model": ErrorBody, "description": "Nothing to log out"}},
+)
+async def logout(account_id: str, caller: CallerDep, manager: ManagerDep) -> AccountOut:
+    """Unlink: revoke the session with the server and delete its credentials."""
+    return AccountOut.of(await lifecycle.logout(manager, caller, account_id))
+
+
+@router.post(
+    "/{account_id}/stop",
+    response_model=AccountOut,
+    responses={409: {"model": ErrorBody, "description": "Not running"}},
+)
+async def stop(account_id: str, caller: CallerDep, manager: ManagerDep) -> AccountOut:
+    """Park the session, keeping its credentials (idempotent)."""
+    return AccountOut.of(await lifecycle.stop(manager, caller, account_id))
+
+
+@router.post(
+    "/{account_id}/start",
+    response_model=AccountOut,
+    responses={409: {"model": ErrorBody, "description": "Not stopped"}},
+)
+async def start(account_id: str, caller: CallerDep, manager: ManagerDep) -> AccountOut:
+    """Resume a stopped session from its credentials (idempotent)."""
+    return AccountOut.of(await lifecycle.start(manager, caller, account_id))
+
+
+@router.delete("/{account_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_account(account_id: str, caller: CallerDep, manager: ManagerDep) -> Response:
+    """Log out if linked, delete the credentials, remove the account."""
+    manager.check_accepting()
+    await lifecycle.delete(manager, caller, account_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

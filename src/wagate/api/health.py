@@ -19,9 +19,15 @@ async def healthz() -> Health:
 
 @router.get("/readyz", responses={503: {"description": "Database or engine not ready"}})
 async def readyz(gateway: GatewayDep) -> JSONResponse:
-    """The database answers and the engine takes commands."""
+    """The database answers, the engine takes commands, and restoration has finished."""
     database = await gateway.db.ping()
     engine = gateway.engine is not None and gateway.engine.healthy()
-    ready = database and engine
-    body = {"status": "ok" if ready else "unavailable", "database": database, "engine": engine}
+    restored = gateway.sessions is not None and gateway.sessions.restored.is_set()
+    ready = database and engine and restored
+    body = {
+        "status": "ok" if ready else "unavailable",
+        "database": database,
+        "engine": engine,
+        "restored": restored,
+    }
     return JSONResponse(body, status_code=200 if ready else 503)

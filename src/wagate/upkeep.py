@@ -1,0 +1,125 @@
+"""Keeping sessions alive: restoration at start, and the sweeper for silent attempts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import Progress
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from wagate import lifecycle
+from wagate.engine_events import Ctx, end
+from wagate.models import Account, LinkAttempt, utcnow
+from wagate.states import RESTORABLE_STATUSES, AttemptOutcome
+
+if TYPE_CHECKING:
+    from wagate.sessions import SessionManager
+
+log = logging.getLogger("wagate.restore")
+sweep_log = logging.getLogger("wagate.sweeper")
+
+
+@dataclass
+class RestoreReport:
+    restored: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+
+async def restore(
+    mgr: SessionManager, concurrency: int, *, progress: bool = False
+) -> RestoreReport:
+    """Reopen every account in a linked status from its credentials, by account id, at most
+    ``concurrency`` at a time. ``stopped`` accounts stay stopped."""
+    started = time.monotonic()
+
+    async def linked_ids(session: AsyncSession) -> list[str]:
+        statuses = [s.value for s in RESTORABLE_STATUSES]
+        query = select(Account.id).where(Account.status.in_(statuses)).order_by(Account.id)
+        return list((await session.execute(query)).scalars())
+
+    ids = await mgr.db.run(linked_ids)
+    report = RestoreReport()
+    gate = asyncio.Semaphore(concurrency)
+    bar = Progress(console=Console(stderr=True), transient=True) if progress and ids else None
+    task = bar.add_task("restoring sessions", total=len(ids)) if bar is not None else None
+
+    async def one(account_id: str) -> None:
+        async with gate:
+            try:
+                reason = await lifecycle.reopen(mgr, account_id)
+            except Exception:  # one account's failure must not stop the others
+                log.exception("restore of one account failed", extra={"account_id": account_id})
+                reason = "error"
+        if reason is None:
+            report.restored += 1
+        else:
+            report.failed[reason] += 1
+        if bar is not None and task is not None:
+            bar.advance(task)
+
+    if bar is not None:
+        bar.start()
+    try:
+        async with asyncio.TaskGroup() as group:
+            for account_id in ids:
+                group.create_task(one(account_id))
+    finally:
+        if bar is not None:
+            bar.stop()
+    report.seconds = round(time.monotonic() - started, 3)
+    log.info(
+        "restore finished",
+        extra={
+            "accounts": len(ids),
+            "restored": report.restored,
+            "failed": dict(report.failed),
+            "seconds": report.seconds,
+        },
+    )
+    return report
+
+
+async def sweep(mgr: SessionManager, silence: float) -> int:
+    """Close attempts the engine stopped reporting on for ``silence`` seconds."""
+    cutoff = utcnow() - timedelta(seconds=silence)
+
+    async def silent(session: AsyncSession) -> list[str]:
+        query = select(LinkAttempt.account_id).where(
+            LinkAttempt.ended_at.is_(None), LinkAttempt.last_activity_at < cutoff
+        )
+        return list((await session.execute(query)).scalars())
+
+    closed = 0
+    for account_id in await mgr.db.run(silent):
+
+        async def act(ctx: Ctx) -> bool:
+            attempt = ctx.attempt
+            if attempt is None or attempt.last_activity_at >= cutoff:
+                return False  # it ended or spoke up meanwhile
+            end(mgr, ctx, AttemptOutcome.FAILED, "engine_silent")
+            ctx.after.append(mgr.engine_effect(lambda: mgr.engine.cancel_link(ctx.account.id)))
+            return True
+
+        closed += bool(await mgr.transact(account_id, act))
+    if closed:
+        sweep_log.info("silent attempts closed", extra={"closed": closed})
+    return closed
+
+
+async def sweep_forever(mgr: SessionManager, silence: float) -> None:
+    interval = max(0.05, min(silence / 4, 30.0))
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await sweep(mgr, silence)
+        except Exception:  # keep sweeping; the next round retries
+            sweep_log.exception("sweep failed")
