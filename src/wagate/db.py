@@ -60,9 +60,7 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and any(marker in text for marker in _RETRYABLE_MARKERS)
 
 
-def _sqlite_setup(engine: AsyncEngine) -> None:
-    # Every SQLite transaction takes the write lock at BEGIN: two deferred transactions that both
-    # upgrade to writing would otherwise fail at once instead of waiting on busy_timeout.
+def _sqlite_setup(engine: AsyncEngine, *, writer: bool) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
@@ -73,6 +71,11 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    if not writer:
+        return
+
+    # Every writing SQLite transaction takes the write lock at BEGIN: two deferred transactions
+    # that both upgrade to writing would otherwise fail at once instead of waiting on busy_timeout.
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -94,9 +97,16 @@ class Database:
         if self.backend != "sqlite":
             kwargs.update(pool_size=10, max_overflow=20)
         self.engine = create_async_engine(self.url, **kwargs)
+        # Reads on SQLite use their own connections without the write lock (WAL lets them run
+        # beside a writer); on the other backends both are the same engine.
+        self.reader = self.engine
         if self.backend == "sqlite":
-            _sqlite_setup(self.engine)
+            _sqlite_setup(self.engine, writer=True)
+            self.reader = create_async_engine(self.url, **kwargs)
+            _sqlite_setup(self.reader, writer=False)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # For reading only: nothing written through these is ever committed.
+        self.read_sessions = async_sessionmaker(self.reader, expire_on_commit=False)
         self._closed = False
 
     async def run(
@@ -151,6 +161,8 @@ class Database:
         if not self._closed:
             self._closed = True
             await self.engine.dispose()
+            if self.reader is not self.engine:
+                await self.reader.dispose()
 
 
 def alembic_config() -> Config:

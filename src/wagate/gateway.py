@@ -35,8 +35,10 @@ def build_engine(settings: Settings) -> Engine:
 class Gateway:
     """Database, cipher, credential store, engine and sessions, as one unit."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         self.settings = settings
+        # Tests and benchmarks may hand in an engine; otherwise the settings choose one.
+        self._given_engine = engine
         self.bus = Wakeup()
         self.db = Database(settings.database_url, on_commit=self.bus.notify)
         self.cipher: Cipher | None = None
@@ -55,7 +57,7 @@ class Gateway:
         if settings.admin_key is None:
             self.new_admin_key = await self.db.run(ensure_admin_key)
         self.auth = open_auth_store(settings, self.db, self.cipher)
-        self.engine = build_engine(settings)
+        self.engine = self._given_engine or build_engine(settings)
         self.sessions = SessionManager(self.db, self.engine, self.auth)
         await self.sessions.start(
             restore_concurrency=settings.restore_concurrency,

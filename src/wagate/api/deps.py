@@ -35,7 +35,7 @@ ManagerDep = Annotated[SessionManager, Depends(get_manager)]
 
 async def get_session(gateway: GatewayDep) -> AsyncIterator[AsyncSession]:
     """A read session; writes go through ``Database.run`` so they retry lock conflicts."""
-    async with gateway.db.sessions() as session:
+    async with gateway.db.read_sessions() as session:
         yield session
 
 
@@ -48,7 +48,7 @@ async def get_caller(
 ) -> Caller:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("missing bearer key: send 'Authorization: Bearer <key>'")
-    async with gateway.db.sessions() as session:
+    async with gateway.db.read_sessions() as session:
         return await authenticate(session, credentials.credentials, gateway.admin_key)
 
 

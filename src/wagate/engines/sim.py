@@ -345,12 +345,16 @@ class SimEngine:
         if session is not None and session.connected and session.phone == phone:
             self._drop(session, logout=False)
 
-    async def _run_connect(self, account_id: str, phone: str, attempt: int = 0) -> None:
+    async def _run_connect(self, account_id: str, phone: str, *, retrying: bool = False) -> None:
+        """Connect from credentials; after a drop, wait out the backoff first, like a client."""
         self._sessions[account_id].phone = phone
+        attempt = 1 if retrying else 0
+        if retrying:
+            await asyncio.sleep(self.server.seconds(RECONNECT.delay(attempt)))
         while self.server.faults_for(phone).outage:
-            attempt += 1
-            if attempt == 1:
+            if attempt == 0:
                 self._emit(account_id, Disconnected("server_unavailable", will_retry=True))
+            attempt += 1
             await asyncio.sleep(self.server.seconds(RECONNECT.delay(attempt)))
         self._mark_connected(account_id, phone)
 
@@ -370,6 +374,6 @@ class SimEngine:
         self._emit(session.account_id, Disconnected("connection_lost", will_retry=True))
         phone = session.phone or ""
         session.task = self._tasks.spawn(
-            self._run_connect(session.account_id, phone, attempt=1),
+            self._run_connect(session.account_id, phone, retrying=True),
             name=f"reconnect:{session.account_id}",
         )
