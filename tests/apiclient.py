@@ -23,7 +23,7 @@ class Tenant:
 
 
 class ApiClient:
-    def __init__(self, http: httpx.AsyncClient, app: FastAPI, admin_key: str) -> None:
+    def __init__(self, http: httpx.AsyncClient, app: FastAPI | None, admin_key: str) -> None:
         self.http = http
         self.app = app
         self.admin = {"Authorization": f"Bearer {admin_key}"}

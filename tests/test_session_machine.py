@@ -115,7 +115,9 @@ class SessionMachine(RuleBasedStateMachine):
     def link(self, which: int, method: str) -> None:
         phone = PHONES[which] if method == "code" else None
         try:
-            self.run(self.manager.link(self.caller, self.accounts[which], LinkMethod(method), phone))
+            self.run(
+                self.manager.link(self.caller, self.accounts[which], LinkMethod(method), phone)
+            )
         except Conflict:
             pass  # linked accounts refuse a new link: a fitting answer, not a failure
 
@@ -142,8 +144,9 @@ class SessionMachine(RuleBasedStateMachine):
             events = (await session.execute(select(Event).order_by(Event.id))).scalars()
             for event in events:
                 if event.type == "account.status":
-                    before, after = AccountStatus(event.data["from"]), AccountStatus(
-                        event.data["status"]
+                    before, after = (
+                        AccountStatus(event.data["from"]),
+                        AccountStatus(event.data["status"]),
                     )
                     assert can_transition(before, after), (before, after)
         for attempt in attempts:
@@ -155,8 +158,11 @@ class SessionMachine(RuleBasedStateMachine):
             if status is AccountStatus.LINKING:
                 assert len(open_) == 1
             if open_:
-                assert status in (AccountStatus.LINKING, AccountStatus.PAIRING,
-                                  AccountStatus.RECONNECTING), status
+                assert status in (
+                    AccountStatus.LINKING,
+                    AccountStatus.PAIRING,
+                    AccountStatus.RECONNECTING,
+                ), status
         linked = [a.phone for a in accounts.values() if AccountStatus(a.status) in LINKED_STATUSES]
         assert len(linked) == len(set(linked))
 

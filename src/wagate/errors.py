@@ -89,6 +89,12 @@ class CredentialsCorrupt(WagateError):
     code = "credentials_corrupt"
 
 
+class StoreUnavailable(WagateError):
+    """The credential store (Redis, a directory) cannot be reached."""
+
+    code = "store_unavailable"
+
+
 class ConfigError(WagateError):
     """The settings cannot be used as given."""
 

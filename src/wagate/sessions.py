@@ -71,10 +71,11 @@ class SessionManager:
 
         await self.engine.start(self._on_engine_event)
         await self.interrupt_open_attempts()
+        ids = await upkeep.restorable(self)
 
         async def restore() -> None:
             try:
-                await upkeep.restore(self, restore_concurrency, progress=progress)
+                await upkeep.restore(self, ids, restore_concurrency, progress=progress)
             finally:
                 self.restored.set()
 

@@ -34,19 +34,23 @@ class RestoreReport:
     seconds: float = 0.0
 
 
-async def restore(
-    mgr: SessionManager, concurrency: int, *, progress: bool = False
-) -> RestoreReport:
-    """Reopen every account in a linked status from its credentials, by account id, at most
-    ``concurrency`` at a time. ``stopped`` accounts stay stopped."""
-    started = time.monotonic()
+async def restorable(mgr: SessionManager) -> list[str]:
+    """Ids of the accounts a start must reopen: those in a linked status, not ``stopped``."""
 
     async def linked_ids(session: AsyncSession) -> list[str]:
         statuses = [s.value for s in RESTORABLE_STATUSES]
         query = select(Account.id).where(Account.status.in_(statuses)).order_by(Account.id)
         return list((await session.execute(query)).scalars())
 
-    ids = await mgr.db.run(linked_ids)
+    return await mgr.db.run(linked_ids)
+
+
+async def restore(
+    mgr: SessionManager, ids: list[str], concurrency: int, *, progress: bool = False
+) -> RestoreReport:
+    """Reopen each account from its credentials, by account id, at most ``concurrency`` at a
+    time; ``ids`` were read at start, before the API took its first command."""
+    started = time.monotonic()
     report = RestoreReport()
     gate = asyncio.Semaphore(concurrency)
     bar = Progress(console=Console(stderr=True), transient=True) if progress and ids else None

@@ -6,8 +6,6 @@ import uuid
 
 import pytest
 
-from tests.apiclient import ApiClient
-
 
 def assert_error(response, status: int, code: str | None = None) -> None:  # type: ignore[no-untyped-def]
     assert response.status_code == status, response.text
@@ -70,15 +68,17 @@ async def test_malformed_bodies(setup) -> None:  # type: ignore[no-untyped-def]
         {"method": "qr", "phone": "5511999990000"},
         {"method": "qr", "extra": True},
     ):
-        assert_error(await api.http.post(link, json=body, headers=mine.auth), 422,
-                     "validation_error")
+        assert_error(
+            await api.http.post(link, json=body, headers=mine.auth), 422, "validation_error"
+        )
     for body in ({}, {"label": ""}, {"label": 5}, {"label": "x" * 201}, {"label": None}):
         r = await api.http.post("/v1/accounts", json=body, headers=mine.auth)
         assert_error(r, 422, "validation_error")
     r = await api.http.get("/v1/accounts", params={"status": "bogus"}, headers=mine.auth)
     assert_error(r, 422)
-    r = await api.http.get(f"/v1/accounts/{account['id']}/qr", params={"format": "gif"},
-                           headers=mine.auth)
+    r = await api.http.get(
+        f"/v1/accounts/{account['id']}/qr", params={"format": "gif"}, headers=mine.auth
+    )
     assert_error(r, 422)
     scan = {"code": "x", "phone": "12"}
     assert_error(await api.http.post("/v1/sim/scan", json=scan, headers=mine.auth), 422)
@@ -91,8 +91,9 @@ async def test_state_conflicts(setup) -> None:  # type: ignore[no-untyped-def]
     r = await api.http.delete(f"/v1/accounts/{account['id']}/link", headers=mine.auth)
     assert_error(r, 404, "no_open_attempt")
     await api.link_phone(mine, account["id"], "5511999990002")
-    r = await api.http.post(f"/v1/accounts/{account['id']}/link", json={"method": "qr"},
-                            headers=mine.auth)
+    r = await api.http.post(
+        f"/v1/accounts/{account['id']}/link", json={"method": "qr"}, headers=mine.auth
+    )
     assert_error(r, 409, "conflict")
     assert_error(await api.http.get("/v1/nowhere", headers=mine.auth), 404, "not_found")
     assert_error(await api.http.put("/v1/accounts", headers=mine.auth), 405)

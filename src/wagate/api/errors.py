@@ -23,6 +23,7 @@ STATUS: dict[type[errors.WagateError], int] = {
     errors.IllegalTransition: 409,
     errors.EngineUnavailable: 503,
     errors.EngineTimeout: 504,
+    errors.StoreUnavailable: 503,
 }
 
 _HTTP_CODES = {
@@ -46,7 +47,7 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> JSONRe
 def status_for(exc: errors.WagateError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+            return STATUS[cls]
     return 500
 
 

@@ -1,0 +1,63 @@
+"""Credentials in the ``auth_states`` table (the default store)."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from wagate.crypto import Cipher
+from wagate.db import Database
+from wagate.models import Account, AuthState, utcnow
+from wagate.stores.sealed import Sealed, seal, unseal
+
+
+class DbAuthStore:
+    """One row per account, written in its own short transaction."""
+
+    name = "db"
+
+    def __init__(self, db: Database, cipher: Cipher) -> None:
+        self.db = db
+        self.cipher = cipher
+
+    async def save(self, account_id: str, blob: bytes) -> None:
+        sealed = seal(self.cipher, account_id, blob)
+
+        async def work(session: AsyncSession) -> None:
+            # Lock the account first: saves for one account never race each other's insert.
+            if await session.get(Account, account_id, with_for_update=True) is None:
+                return  # the account was deleted meanwhile: nothing to keep
+            row = await session.get(AuthState, account_id)
+            if row is None:
+                session.add(
+                    AuthState(
+                        account_id=account_id,
+                        ciphertext=sealed.ciphertext,
+                        checksum=sealed.checksum,
+                        version=1,
+                        updated_at=utcnow(),
+                    )
+                )
+            else:
+                row.ciphertext, row.checksum = sealed.ciphertext, sealed.checksum
+                row.version += 1
+                row.updated_at = utcnow()
+
+        await self.db.run(work, retry_integrity=True)
+
+    async def load(self, account_id: str) -> bytes | None:
+        async with self.db.read_sessions() as session:
+            row = await session.get(AuthState, account_id)
+            if row is None:
+                return None
+            sealed = Sealed(row.ciphertext, row.checksum)
+        return unseal(self.cipher, account_id, sealed)
+
+    async def delete(self, account_id: str) -> None:
+        async def work(session: AsyncSession) -> None:
+            await session.execute(delete(AuthState).where(AuthState.account_id == account_id))
+
+        await self.db.run(work)
+
+    async def close(self) -> None:
+        """The database belongs to the gateway; nothing of the store's own to release."""

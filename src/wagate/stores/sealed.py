@@ -1,0 +1,30 @@
+"""The at-rest form shared by every store: AES-GCM ciphertext plus its checksum."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from wagate.crypto import Cipher, checksum
+from wagate.errors import CredentialsCorrupt
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    ciphertext: bytes
+    checksum: str
+
+    def __repr__(self) -> str:  # neither half belongs in a log line
+        return f"Sealed(<{len(self.ciphertext)} bytes>)"
+
+
+def seal(cipher: Cipher, account_id: str, blob: bytes) -> Sealed:
+    ciphertext = cipher.encrypt(blob, context=account_id)
+    return Sealed(ciphertext, checksum(ciphertext))
+
+
+def unseal(cipher: Cipher, account_id: str, sealed: Sealed) -> bytes:
+    """The credentials, or ``CredentialsCorrupt`` if the checksum or decryption fails."""
+    if not hmac.compare_digest(checksum(sealed.ciphertext), sealed.checksum):
+        raise CredentialsCorrupt("stored credentials fail their checksum")
+    return cipher.decrypt(sealed.ciphertext, context=account_id)

@@ -1,0 +1,100 @@
+"""Real ``wagate serve`` processes killed and started again: sessions come back by account id."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.apiclient import ApiClient
+from tests.conftest import ADMIN_KEY
+from tests.serve import Server
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[list[Server]]:
+    made: list[Server] = []
+    yield made
+    for server in made:
+        server.stop()
+
+
+@pytest.fixture
+async def client_for() -> AsyncIterator[object]:
+    clients: list[httpx.AsyncClient] = []
+
+    def make(server: Server) -> ApiClient:
+        http = httpx.AsyncClient(base_url=server.url, timeout=10.0)
+        clients.append(http)
+        return ApiClient(http, None, ADMIN_KEY)
+
+    yield make
+    for http in clients:
+        await http.aclose()
+
+
+def phone(n: int) -> str:
+    return f"55119{n:08d}"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_sigkill_restores_every_account_by_id(  # type: ignore[no-untyped-def]
+    backend, fresh_database_url, servers, client_for, tmp_path
+) -> None:
+    server = Server(await fresh_database_url(backend), tmp_path / "data")
+    servers.append(server)
+    server.start()
+    api = client_for(server)
+    tenant = await api.tenant()
+    accounts = [await api.account(tenant, f"line {n}") for n in range(20)]
+    for n, account in enumerate(accounts):
+        await api.link_phone(tenant, account["id"], phone(n))
+    pending = await api.account(tenant, "pending")
+    await api.link(tenant, pending["id"])
+    await api.qr(tenant, pending["id"])
+
+    server.kill()
+    server.start()
+
+    for n, account in enumerate(accounts):
+        back = await api.wait_status(tenant, account["id"], "connected")
+        assert back["phone"] == phone(n)
+        [attempt] = await api.attempts(tenant, account["id"])
+        assert attempt["outcome"] == "linked" and attempt["qr_count"] == 1
+    [interrupted] = await api.attempts(tenant, pending["id"])
+    assert interrupted["outcome"] == "interrupted"
+    assert (await api.get_account(tenant, pending["id"]))["status"] == "unlinked"
+    await api.link_phone(tenant, pending["id"], phone(99))
+
+
+async def test_sigterm_stops_within_five_seconds_and_restores(  # type: ignore[no-untyped-def]
+    fresh_database_url, servers, client_for, tmp_path
+) -> None:
+    server = Server(await fresh_database_url("sqlite"), tmp_path / "data")
+    servers.append(server)
+    server.start()
+    api = client_for(server)
+    tenant = await api.tenant()
+    accounts = [await api.account(tenant, f"line {n}") for n in range(5)]
+    for n, account in enumerate(accounts):
+        await api.link_phone(tenant, account["id"], phone(n))
+    stopped = accounts[0]
+    r = await api.http.post(f"/v1/accounts/{stopped['id']}/stop", headers=tenant.auth)
+    assert r.status_code == 200 and r.json()["status"] == "stopped"
+
+    seconds = server.terminate()
+    assert seconds < 5.0
+    # uvicorn ends by re-raising the signal it handled, so a clean stop exits "by SIGTERM".
+    assert server.process is not None and server.process.returncode in (0, -signal.SIGTERM)
+    assert server.log is not None and "Application shutdown complete" in server.log.read_text()
+    server.start()
+
+    for account in accounts[1:]:
+        await api.wait_status(tenant, account["id"], "connected")
+    assert (await api.get_account(tenant, stopped["id"]))["status"] == "stopped"
+    r = await api.http.post(f"/v1/accounts/{stopped['id']}/start", headers=tenant.auth)
+    assert r.status_code == 200
+    await api.wait_status(tenant, stopped["id"], "connected")

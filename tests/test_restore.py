@@ -1,0 +1,111 @@
+"""Restoration at start: every linked account reopened by id, concurrently and bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from wagate.config import Settings
+from wagate.engines.sim import SimEngine, SimServer
+from wagate.gateway import Gateway
+from wagate.models import Account, Workspace
+
+COUNT = 500
+BOUND = 16
+
+
+class CountingSim(SimEngine):
+    """The simulator, with each connect taking a little while and the overlap counted."""
+
+    def __init__(self) -> None:
+        super().__init__(SimServer(0.01))
+        self.in_flight = 0
+        self.most = 0
+        self.connected: list[str] = []
+
+    async def connect(self, account_id: str, credentials: bytes) -> None:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(0.1)  # a connect that takes a while, so overlap shows
+            self.connected.append(account_id)
+            await super().connect(account_id, credentials)
+        finally:
+            self.in_flight -= 1
+
+
+async def seed(settings: Settings) -> list[str]:
+    gateway = Gateway(settings)
+    await gateway.open()
+    try:
+
+        async def work(session):  # type: ignore[no-untyped-def]
+            workspace = Workspace(name="w", webhook_secret="x")
+            session.add(workspace)
+            await session.flush()
+            accounts = [
+                Account(
+                    workspace_id=workspace.id,
+                    label=f"a{n}",
+                    status="connected",
+                    phone=f"55118{n:08d}",
+                    jid=f"55118{n:08d}:1@s.whatsapp.net",
+                )
+                for n in range(COUNT)
+            ]
+            session.add_all(accounts)
+            await session.flush()
+            return [a.id for a in accounts]
+
+        ids: list[str] = await gateway.db.run(work)
+        assert gateway.auth is not None
+        for account_id, n in zip(ids, range(COUNT), strict=True):
+            blob = json.dumps({"phone": f"55118{n:08d}"}).encode()
+            await gateway.auth.save(account_id, blob)
+        return ids
+    finally:
+        await gateway.close()
+
+
+@pytest.mark.timeout(120)
+async def test_restore_500_accounts_concurrent_and_bounded(  # type: ignore[no-untyped-def]
+    fresh_database_url, tmp_path: Path, caplog
+) -> None:
+    settings = Settings(
+        database_url=await fresh_database_url("sqlite"),
+        engine="sim",
+        data_dir=tmp_path,
+        admin_key="k",
+        restore_concurrency=BOUND,
+    )
+    ids = await seed(settings)
+    engine = CountingSim()
+    gateway = Gateway(settings, engine=engine)
+    caplog.set_level(logging.INFO, logger="wagate.restore")
+    await gateway.open()
+    try:
+        assert gateway.sessions is not None
+        await asyncio.wait_for(gateway.sessions.restored.wait(), 60)
+        await gateway.sessions.settle()
+        assert sorted(engine.connected) == sorted(ids)  # each by its own id, once
+        # Concurrent (many at once), and never past the bound.
+        assert BOUND // 2 <= engine.most <= BOUND
+        async with gateway.db.sessions() as session:
+            counts = dict(
+                (
+                    await session.execute(
+                        select(Account.status, func.count()).group_by(Account.status)
+                    )
+                ).all()
+            )
+        assert counts == {"connected": COUNT}
+        [summary] = [r for r in caplog.records if r.getMessage() == "restore finished"]
+        assert summary.restored == COUNT and summary.failed == {}  # type: ignore[attr-defined]
+        assert summary.seconds > 0  # type: ignore[attr-defined]
+    finally:
+        await gateway.close()
