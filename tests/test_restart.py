@@ -98,3 +98,88 @@ async def test_sigterm_stops_within_five_seconds_and_restores(  # type: ignore[n
     r = await api.http.post(f"/v1/accounts/{stopped['id']}/start", headers=tenant.auth)
     assert r.status_code == 200
     await api.wait_status(tenant, stopped["id"], "connected")
+
+
+async def _damage_stored_credentials(store: str, server: Server, account_id: str) -> None:
+    """Flip one byte of the account's ciphertext where the store keeps it."""
+    if store == "db":
+        import sqlite3
+
+        path = server.database_url.split("///", 1)[1]
+        with sqlite3.connect(path) as conn:
+            [(blob,)] = conn.execute(
+                "SELECT ciphertext FROM auth_states WHERE account_id = ?", (account_id,)
+            )
+            conn.execute(
+                "UPDATE auth_states SET ciphertext = ? WHERE account_id = ?",
+                (blob[:-1] + bytes([blob[-1] ^ 1]), account_id),
+            )
+    elif store == "file":
+        path = server.data_dir / "auth" / f"{account_id}.cred"
+        raw = path.read_bytes()
+        path.write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))
+    else:
+        from redis import asyncio as aioredis
+
+        client = aioredis.Redis.from_url(server.env["WAGATE_REDIS_URL"])
+        key = f"wagate:auth:{account_id}"
+        blob = await client.hget(key, "ciphertext")  # type: ignore[misc]
+        await client.hset(key, "ciphertext", blob[:-1] + bytes([blob[-1] ^ 1]))  # type: ignore[misc]
+        await client.aclose()
+
+
+async def _stored(store: str, server: Server, account_id: str) -> bool:
+    if store == "db":
+        import sqlite3
+
+        path = server.database_url.split("///", 1)[1]
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute("SELECT 1 FROM auth_states WHERE account_id = ?", (account_id,))
+            return bool(list(rows))
+    if store == "file":
+        return (server.data_dir / "auth" / f"{account_id}.cred").exists()
+    from redis import asyncio as aioredis
+
+    client = aioredis.Redis.from_url(server.env["WAGATE_REDIS_URL"])
+    found = bool(await client.exists(f"wagate:auth:{account_id}"))
+    await client.aclose()
+    return found
+
+
+@pytest.mark.parametrize("store", ["db", "file", "redis"])
+async def test_corrupt_credentials_log_out_that_account_only(  # type: ignore[no-untyped-def]
+    store, fresh_database_url, servers, client_for, tmp_path
+) -> None:
+    env = {"WAGATE_AUTH_STORE": store}
+    if store == "redis":
+        from tests.conftest import service_url
+
+        env["WAGATE_REDIS_URL"] = service_url("redis")
+    server = Server(await fresh_database_url("sqlite"), tmp_path / "data", env=env)
+    servers.append(server)
+    server.start()
+    api = client_for(server)
+    tenant = await api.tenant()
+    accounts = [await api.account(tenant, f"line {n}") for n in range(3)]
+    for n, account in enumerate(accounts):
+        await api.link_phone(tenant, account["id"], phone(n))
+    damaged = accounts[1]["id"]
+    server.terminate()
+    await _damage_stored_credentials(store, server, damaged)
+
+    server.start()
+    gone = await api.wait_status(tenant, damaged, "logged_out")
+    assert gone["status_reason"] == "credentials_corrupt"
+    for account in (accounts[0], accounts[2]):
+        await api.wait_status(tenant, account["id"], "connected")
+    assert not await _stored(store, server, damaged)
+    assert await _stored(store, server, accounts[0]["id"])
+    r = await api.http.get("/v1/accounts", params={"status": "logged_out"}, headers=tenant.auth)
+    assert [a["id"] for a in r.json()] == [damaged]
+    if store == "redis":  # leave nothing behind on the shared server
+        from redis import asyncio as aioredis
+
+        client = aioredis.Redis.from_url(env["WAGATE_REDIS_URL"])
+        for account in accounts:
+            await client.delete(f"wagate:auth:{account['id']}")
+        await client.aclose()
