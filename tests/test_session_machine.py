@@ -4,6 +4,7 @@ database: no forbidden transition, every closed attempt has exactly one outcome.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -123,10 +124,8 @@ class SessionMachine(RuleBasedStateMachine):
 
     @rule(which=st.integers(0, 1))
     def cancel(self, which: int) -> None:
-        try:
+        with contextlib.suppress(NotFound):  # nothing open to cancel
             self.run(self.manager.cancel_link(self.caller, self.accounts[which]))
-        except NotFound:
-            pass  # nothing open to cancel
 
     @rule(which=st.integers(0, 1), event=EVENTS)
     def engine_event(self, which: int, event: ev.EngineEvent) -> None:

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from wagate import __version__
-from wagate.config import EngineName, LogFormat, Settings
+from wagate.config import Settings
 from wagate.db import Database
 from wagate.errors import WagateError
 
@@ -107,19 +107,6 @@ def demo(
     asyncio.run(run_demo(Console(), time_scale))
 
 
-def _mount_doctor() -> None:
-    try:
-        from wagate.doctor.cli import app as doctor_app
-    except ImportError:  # the doctor ships with its own module; absent in partial installs
-        return
-    app.add_typer(doctor_app, name="doctor")
-
-
-_mount_doctor()
-
-
 def main() -> None:
     app()
 
-
-_ = (EngineName, LogFormat)
