@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import warnings
@@ -105,6 +106,9 @@ class Database:
             self.reader = create_async_engine(self.url, **kwargs)
             _sqlite_setup(self.reader, writer=False)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time: queueing writers here is much cheaper than letting
+        # them poll the file lock in SQLite's busy handler (which sleeps up to 100 ms a try).
+        self._write_gate: asyncio.Lock | None = asyncio.Lock() if self.backend == "sqlite" else None
         # For reading only: nothing written through these is ever committed.
         self.read_sessions = async_sessionmaker(self.reader, expire_on_commit=False)
         self._closed = False
@@ -123,7 +127,7 @@ class Database:
         """
         for attempt in range(1, attempts + 1):
             try:
-                async with self.sessions() as session, session.begin():
+                async with self._writing(), self.sessions() as session, session.begin():
                     result = await work(session)
                 if self.on_commit is not None:
                     self.on_commit()
@@ -135,6 +139,9 @@ class Database:
                 log.debug("transaction conflict, retrying", extra={"attempt": attempt})
                 await asyncio.sleep(random.uniform(0.005, 0.02) * attempt)
         raise AssertionError("unreachable")
+
+    def _writing(self) -> contextlib.AbstractAsyncContextManager[object]:
+        return self._write_gate if self._write_gate is not None else contextlib.nullcontext()
 
     async def ping(self) -> bool:
         """Whether the database answers a trivial query."""

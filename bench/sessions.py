@@ -1,0 +1,117 @@
+"""Sessions benchmark: N sim accounts linked and connected in one gateway process, the RSS each
+idle connected session adds, and how long a restart after SIGKILL takes to restore them all.
+
+    python bench/sessions.py [--accounts 3000] [--quick] [--database-url URL]
+
+Prints a table, then one JSON object as the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gateway import Gateway, admin_headers, rss_kib  # noqa: E402
+
+
+async def connected_count(http: httpx.AsyncClient, auth: dict[str, str]) -> int:
+    r = await http.get("/v1/accounts", params={"status": "connected"}, headers=auth)
+    r.raise_for_status()
+    return len(r.json())
+
+
+async def wait_all_connected(http: httpx.AsyncClient, auth: dict[str, str], n: int,
+                             timeout: float) -> float:
+    started = time.monotonic()
+    while (count := await connected_count(http, auth)) < n:
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"only {count}/{n} connected after {timeout} s")
+        await asyncio.sleep(0.25)
+    return time.monotonic() - started
+
+
+async def link_one(http: httpx.AsyncClient, auth: dict[str, str], n: int) -> None:
+    account = (await http.post("/v1/accounts", json={"label": f"a{n}"}, headers=auth)).json()
+    path = f"/v1/accounts/{account['id']}"
+    (await http.post(f"{path}/link", json={"method": "qr"}, headers=auth)).raise_for_status()
+    while True:
+        qr = await http.get(f"{path}/qr", headers=auth)
+        if qr.status_code == 200:
+            break
+        await asyncio.sleep(0.1)
+    scan = await http.post("/v1/sim/scan", headers=auth,
+                           json={"code": qr.json()["code"], "phone": f"5511{n:09d}"})
+    if scan.json()["result"] != "linked":
+        raise RuntimeError(f"scan answered {scan.json()['result']}")
+
+
+async def run(accounts: int, database_url: str | None, concurrency: int) -> dict[str, object]:
+    workdir = Path(tempfile.mkdtemp(prefix="wagate-bench-"))
+    gateway = Gateway(workdir, database_url, WAGATE_SIM_TIME_SCALE="0.1")
+    gateway.start()
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=60.0,
+                                     limits=httpx.Limits(max_connections=concurrency)) as http:
+            workspace = (await http.post("/v1/workspaces", json={"name": "bench"},
+                                         headers=admin_headers())).json()
+            auth = {"Authorization": f"Bearer {workspace['api_key']}"}
+            await asyncio.sleep(1.0)
+            baseline = rss_kib(gateway.pid)
+            gate = asyncio.Semaphore(concurrency)
+            started = time.monotonic()
+
+            async def bounded(n: int) -> None:
+                async with gate:
+                    await link_one(http, auth, n)
+
+            await asyncio.gather(*(bounded(n) for n in range(accounts)))
+            await wait_all_connected(http, auth, accounts, timeout=300)
+            link_seconds = time.monotonic() - started
+            await asyncio.sleep(3.0)  # idle: let allocator and caches settle
+            loaded = rss_kib(gateway.pid)
+
+            gateway.kill()
+            gateway.start()
+            restart_to_http = time.monotonic() - gateway.started_at
+            await wait_all_connected(http, auth, accounts, timeout=600)
+            restore_seconds = time.monotonic() - gateway.started_at
+    finally:
+        gateway.stop()
+    return {
+        "sessions": accounts,
+        "database": (database_url or "sqlite").split(":", 1)[0],
+        "link_seconds": round(link_seconds, 2),
+        "links_per_second": round(accounts / link_seconds, 1),
+        "baseline_rss_kib": baseline,
+        "loaded_rss_kib": loaded,
+        "rss_per_session_kib": round((loaded - baseline) / accounts, 1),
+        "restart_to_http_seconds": round(restart_to_http, 2),
+        "restore_seconds": round(restore_seconds, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, default=3000)
+    parser.add_argument("--quick", action="store_true", help="100 accounts")
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    accounts = 100 if args.quick else args.accounts
+    result = asyncio.run(run(accounts, args.database_url, args.concurrency))
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
