@@ -1,0 +1,30 @@
+"""The benchmark scripts run and report (a smoke run: tiny sizes, no speed asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def run_bench(script: str, *args: str) -> dict[str, object]:
+    result = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    return report
+
+
+@pytest.mark.timeout(240)
+def test_sessions_bench_reports() -> None:
+    report = run_bench("sessions.py", "--accounts", "10")
+    assert report["sessions"] == 10
+    for key in ("rss_per_session_kib", "restore_seconds", "links_per_second"):
+        assert isinstance(report[key], int | float), key
