@@ -37,5 +37,9 @@ class Settings(BaseSettings):
     link_rate_per_workspace: str = "100/h"
     log_format: LogFormat = "text"
     log_level: str = "INFO"
+    # whatsmeow engine: host subprocesses, and how long a dial may take before the attempt
+    # ends `failed` with reason `connect_timeout` (a dial to a silent host blocks 60 s).
+    engine_hosts: int = Field(default=2, ge=1, le=64)
+    engine_connect_timeout: float = Field(default=30.0, gt=0)
     # Attempts whose engine session has been silent this long are closed by the sweeper.
     attempt_silence_seconds: float = Field(default=300.0, gt=0)

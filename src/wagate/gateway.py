@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes.util
+import importlib.util
 import logging
 import secrets
+from functools import partial
 
 from rich.console import Console
 
@@ -13,8 +16,10 @@ from wagate.crypto import Cipher, load_or_create_key
 from wagate.db import Database
 from wagate.engines.base import Engine
 from wagate.engines.sim import SimEngine, SimServer
+from wagate.engines.whatsmeow import INSTALL_HINT, WhatsmeowEngine
 from wagate.errors import EngineUnavailable
 from wagate.keys import ensure_admin_key
+from wagate.lifecycle import reopen
 from wagate.sessions import SessionManager
 from wagate.stores import open_auth_store
 from wagate.stores.base import AuthStore
@@ -26,9 +31,15 @@ def build_engine(settings: Settings) -> Engine:
     """The configured engine; never a silent fallback to the simulator."""
     if settings.engine == "sim":
         return SimEngine(SimServer(settings.sim_time_scale))
-    raise EngineUnavailable(
-        "the whatsmeow engine is not part of this release yet; "
-        "start with --engine sim (or WAGATE_ENGINE=sim) to use the simulator"
+    # The hosts load neonize, never this process; check here so the message comes at once.
+    if importlib.util.find_spec("neonize") is None:
+        raise EngineUnavailable(f"the whatsmeow engine is not installed; {INSTALL_HINT}")
+    if ctypes.util.find_library("magic") is None:
+        raise EngineUnavailable(f"the system library libmagic is missing; {INSTALL_HINT}")
+    return WhatsmeowEngine(
+        settings.data_dir,
+        hosts=settings.engine_hosts,
+        connect_timeout=settings.engine_connect_timeout,
     )
 
 
@@ -59,6 +70,9 @@ class Gateway:
         self.auth = open_auth_store(settings, self.db, self.cipher)
         self.engine = self._given_engine or build_engine(settings)
         self.sessions = SessionManager(self.db, self.engine, self.auth)
+        if isinstance(self.engine, WhatsmeowEngine):
+            # Sessions of a restarted engine host come back through restoration's own path.
+            self.engine.restorer = partial(reopen, self.sessions)
         await self.sessions.start(
             restore_concurrency=settings.restore_concurrency,
             attempt_silence=settings.attempt_silence_seconds,
