@@ -28,3 +28,10 @@ def test_sessions_bench_reports() -> None:
     assert report["sessions"] == 10
     for key in ("rss_per_session_kib", "restore_seconds", "links_per_second"):
         assert isinstance(report[key], int | float), key
+
+
+@pytest.mark.timeout(240)
+def test_api_latency_bench_reports() -> None:
+    report = run_bench("api_latency.py", "--accounts", "5", "--seconds", "1")
+    assert report["errors"] == 0 and report["requests"] > 0
+    assert report["p99_ms"] >= report["p50_ms"] > 0
