@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import logging
 import os
 import queue
 import re
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,9 +39,14 @@ Emit = Callable[[str, dict[str, Any]], None]
 def load_neonize() -> SimpleNamespace:
     """neonize's client and event classes; ImportError when the extra or libmagic is missing."""
     logging.getLogger("neonize").setLevel(logging.ERROR)
-    from neonize import events as ev
-    from neonize.client import ClientFactory, NewClient
-    from neonize.utils import build_jid
+    with warnings.catch_warnings():
+        # neonize's import leaves an os.popen pipe unclosed; collect it here, quietly.
+        warnings.simplefilter("ignore", ResourceWarning)
+        from neonize import events as ev
+        from neonize.client import ClientFactory, NewClient
+        from neonize.utils import build_jid
+
+        gc.collect()
 
     class HostClient(NewClient):  # type: ignore[misc]
         # neonize hands the QR flow's outcome only to this private callback (it prints it);
