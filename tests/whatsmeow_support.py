@@ -67,10 +67,10 @@ def plant_device(store: Path, jid: str = "5511999990001:7@s.whatsapp.net") -> No
     tries to connect with it, which is what restoring a session does. whatsmeow creates the
     schema itself; this only adds the row.
     """
-    from neonize.client import ClientFactory
+    from wagate.engines.host import load_neonize
 
     store.parent.mkdir(parents=True, exist_ok=True)
-    ClientFactory.get_all_devices_from_db(str(store))
+    load_neonize().devices(str(store))
     with sqlite3.connect(store) as db:
         db.execute(
             "INSERT INTO whatsmeow_device (jid, registration_id, noise_key, identity_key,"

@@ -41,11 +41,6 @@ from wagate.engines.neonize_adapter import from_wire, read_credentials
 from wagate.states import LinkMethod
 
 PHONE = "5511999990000"
-# neonize's import runs `uname` through os.popen and never closes the pipe; the file object is
-# collected whenever the garbage collector gets to it, which must not fail an unrelated test.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <_io.FileIO:pytest.PytestUnraisableExceptionWarning"
-)
 
 
 class DispatchEngine:

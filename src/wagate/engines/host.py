@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import gc
+import io
 import logging
 import os
 import queue
 import re
+import subprocess
 import sys
 import threading
-import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,17 +36,25 @@ _ACCOUNT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 Emit = Callable[[str, dict[str, Any]], None]
 
 
+def _closed_popen(cmd: str, mode: str = "r", buffering: int = -1) -> io.StringIO:
+    with subprocess.Popen(cmd, shell=True, stdout=subprocess.PIPE, text=True) as proc:
+        out, _ = proc.communicate()
+    return io.StringIO(out)
+
+
 def load_neonize() -> SimpleNamespace:
     """neonize's client and event classes; ImportError when the extra or libmagic is missing."""
     logging.getLogger("neonize").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        # neonize's import leaves an os.popen pipe unclosed; collect it here, quietly.
-        warnings.simplefilter("ignore", ResourceWarning)
+    # neonize's import reads `uname` through os.popen and never closes the pipe, which leaves
+    # an unreaped child and a file for the garbage collector; read such pipes to the end here.
+    real_popen = os.popen
+    os.popen = _closed_popen  # type: ignore[assignment]
+    try:
         from neonize import events as ev
         from neonize.client import ClientFactory, NewClient
         from neonize.utils import build_jid
-
-        gc.collect()
+    finally:
+        os.popen = real_popen
 
     class HostClient(NewClient):  # type: ignore[misc]
         # neonize hands the QR flow's outcome only to this private callback (it prints it);
