@@ -19,8 +19,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WAGATE_", extra="ignore")
 
     database_url: str = "sqlite+aiosqlite:///./wagate.db"
-    # The real engine becomes the default once it ships (see README, "Engines").
-    engine: EngineName = "sim"
+    # The real engine; without its extra, `serve` stops and says how to install it (README,
+    # "Engines") — never a silent fallback to the simulator.
+    engine: EngineName = "whatsmeow"
     auth_store: AuthStoreName = "db"
     redis_url: str | None = None
     data_dir: Path = Path("./wagate-data")

@@ -377,3 +377,22 @@ async def test_messages_and_receipts(wm) -> None:  # type: ignore[no-untyped-def
         timestamp=datetime.fromtimestamp(1_700_000_000, UTC),
     )
     assert status == MessageStatus("3EB0BB", "read")
+
+
+def test_missing_extra_is_an_error_naming_the_fix(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    from wagate.config import Settings
+    from wagate.errors import EngineUnavailable
+    from wagate.gateway import build_engine
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "neonize" else real(name, *a)
+    )
+    monkeypatch.delenv("WAGATE_ENGINE", raising=False)
+    assert Settings().engine == "whatsmeow"
+    with pytest.raises(EngineUnavailable) as raised:
+        build_engine(Settings(engine="whatsmeow", data_dir=tmp_path))  # type: ignore[call-arg]
+    assert "pip install 'wagate[whatsmeow]'" in raised.value.message
+    assert "libmagic1" in raised.value.message and "--engine sim" in raised.value.message

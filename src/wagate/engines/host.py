@@ -369,7 +369,10 @@ def serve(writer: frames.SyncWriter, stdin: Any, args: argparse.Namespace) -> in
         return 3
 
     def emit(account_id: str, wire: dict[str, Any]) -> None:
-        writer.write({"account": account_id, "event": wire})
+        try:
+            writer.write({"account": account_id, "event": wire})
+        except (OSError, ValueError):  # the gateway's end of the pipe is gone: so is our purpose
+            os._exit(0)
 
     host = Host(nz, args.data_dir, emit, connect_timeout=args.connect_timeout,
                 settle_grace=args.settle_grace)  # fmt: skip
