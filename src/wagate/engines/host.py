@@ -379,14 +379,20 @@ def serve(writer: frames.SyncWriter, stdin: Any, args: argparse.Namespace) -> in
     ops = Ops(host, writer)
     writer.write({"hello": True, "pid": os.getpid()})
     try:
-        while (frame := frames.read_sync(stdin)) is not None:
-            if frame.get("op") == "shutdown":
-                host.shutdown()
-                writer.write({"id": frame.get("id"), "ok": True, "result": None})
-                break
-            ops.handle(frame)
+        return _answer(host, ops, writer, stdin)
+    except (BrokenPipeError, ValueError):  # the gateway went away mid-reply
+        return 0
     finally:
         host.shutdown()
+
+
+def _answer(host: Host, ops: Ops, writer: frames.SyncWriter, stdin: Any) -> int:
+    while (frame := frames.read_sync(stdin)) is not None:
+        if frame.get("op") == "shutdown":
+            host.shutdown()
+            writer.write({"id": frame.get("id"), "ok": True, "result": None})
+            break
+        ops.handle(frame)
     return 0
 
 

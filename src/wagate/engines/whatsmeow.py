@@ -110,6 +110,9 @@ class WhatsmeowEngine:
             "--data-dir", str(self.data_dir), "--connect-timeout", str(self.connect_timeout),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             env={**os.environ, **(self.env or {})},
+            # Its own session: a Ctrl+C or SIGTERM for the gateway's group reaches the gateway
+            # alone, which then stops its hosts in order.
+            start_new_session=True,
         )  # fmt: skip
         assert proc.stdout is not None
         try:
