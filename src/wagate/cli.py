@@ -11,6 +11,7 @@ from rich.console import Console
 from wagate import __version__
 from wagate.config import Settings
 from wagate.db import Database
+from wagate.doctor.cli import app as doctor_app
 from wagate.errors import WagateError
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(doctor_app, name="doctor")
 console = Console(stderr=True)
 
 
@@ -46,9 +48,8 @@ def serve(
     log_format: Annotated[str | None, typer.Option(help="text or json.")] = None,
 ) -> None:
     """Run the gateway: apply migrations, restore sessions, serve the HTTP API."""
-    import uvicorn
-
     from wagate.api.app import create_app
+    from wagate.api.server import server
     from wagate.gateway import build_engine
     from wagate.logs import configure
 
@@ -69,13 +70,11 @@ def serve(
     except ValueError as exc:
         raise _fail(str(exc)) from None
     configure(settings.log_format, settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        timeout_graceful_shutdown=3,
-    )
+    # Ends open event streams as soon as shutdown begins (see wagate.api.server).
+    running = server(create_app(settings), host=settings.host, port=settings.port)
+    running.run()
+    if not running.started:
+        raise typer.Exit(3)  # uvicorn's own code for a failed start
 
 
 @db_app.command("upgrade")

@@ -20,6 +20,7 @@ from wagate.engines.whatsmeow import INSTALL_HINT, WhatsmeowEngine
 from wagate.errors import EngineUnavailable
 from wagate.keys import ensure_admin_key
 from wagate.lifecycle import reopen
+from wagate.metrics import Metrics
 from wagate.sessions import SessionManager
 from wagate.stores import open_auth_store
 from wagate.stores.base import AuthStore
@@ -51,6 +52,9 @@ class Gateway:
         # Tests and benchmarks may hand in an engine; otherwise the settings choose one.
         self._given_engine = engine
         self.bus = Wakeup()
+        self.metrics = Metrics()
+        # Set when shutdown begins: event streams end so the server's drain does not wait on them.
+        self.stopping = False
         self.db = Database(settings.database_url, on_commit=self.bus.notify)
         self.cipher: Cipher | None = None
         self.auth: AuthStore | None = None
@@ -69,7 +73,7 @@ class Gateway:
             self.new_admin_key = await self.db.run(ensure_admin_key)
         self.auth = open_auth_store(settings, self.db, self.cipher)
         self.engine = self._given_engine or build_engine(settings)
-        self.sessions = SessionManager(self.db, self.engine, self.auth)
+        self.sessions = SessionManager(self.db, self.engine, self.auth, metrics=self.metrics)
         if isinstance(self.engine, WhatsmeowEngine):
             # Sessions of a restarted engine host come back through restoration's own path.
             self.engine.restorer = partial(reopen, self.sessions)
@@ -93,9 +97,15 @@ class Gateway:
     def new_webhook_secret(self) -> str:
         return "whsec_" + secrets.token_urlsafe(32)
 
+    def begin_shutdown(self) -> None:
+        """Tell long-lived readers (event streams) to finish; idempotent."""
+        self.stopping = True
+        self.bus.notify()
+
     async def close(self) -> None:
         if self._closed:
             return
+        self.begin_shutdown()
         self._closed = True
         if self.sessions is not None:
             await self.sessions.close()

@@ -27,6 +27,7 @@ from wagate.engines.base import (
 )
 from wagate.errors import EngineTimeout, EngineUnavailable, NoOpenAttempt, WagateError
 from wagate.linking import abandon_link, open_attempt, open_attempt_of
+from wagate.metrics import Metrics, run_counted
 from wagate.models import LinkAttempt, utcnow
 from wagate.states import AccountStatus, AttemptOutcome, LinkMethod
 from wagate.stores.base import AuthStore
@@ -43,10 +44,18 @@ Effect = Callable[[], Awaitable[None]]
 class SessionManager:
     """Applies engine events through the state machine and runs account commands."""
 
-    def __init__(self, db: Database, engine: Engine, auth: AuthStore | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        engine: Engine,
+        auth: AuthStore | None = None,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.db = db
         self.engine = engine
         self.auth = auth
+        self.metrics = metrics
         self.live_codes: dict[str, Live] = {}
         self._pending: dict[str, deque[EngineEvent]] = {}
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -75,7 +84,9 @@ class SessionManager:
 
         async def restore() -> None:
             try:
-                await upkeep.restore(self, ids, restore_concurrency, progress=progress)
+                report = await upkeep.restore(self, ids, restore_concurrency, progress=progress)
+                if self.metrics is not None:
+                    self.metrics.restore_seconds.set(report.seconds)
             finally:
                 self.restored.set()
 
@@ -113,13 +124,17 @@ class SessionManager:
                 closed.append(attempt.id)
             return closed
 
-        closed = await self.db.run(work)
+        closed = await self._run(work)
         for attempt_id in closed:
             log.info(
                 "link attempt ended",
                 extra={"attempt_id": attempt_id, "outcome": "interrupted", "reason": "restart"},
             )
         return len(closed)
+
+    async def _run(self, work: Callable[[AsyncSession], Awaitable[T]], **kwargs: Any) -> T:
+        """``db.run``; then the metrics count the link events the transaction committed."""
+        return await run_counted(self.db, self.metrics, work, **kwargs)
 
     def live(self, account_id: str) -> Live | None:
         return self.live_codes.get(account_id)
@@ -152,7 +167,7 @@ class SessionManager:
                 account = await get_account(session, caller, account_id, lock=True)
                 return await open_attempt(session, account, method, phone, now)
 
-            attempt, created = await self.db.run(work, retry_integrity=True)
+            attempt, created = await self._run(work, retry_integrity=True)
             if not created:
                 return attempt
             self.live_codes[account_id] = Live(attempt_id=attempt.id)
@@ -178,7 +193,7 @@ class SessionManager:
                     session, account, attempt, AttemptOutcome.FAILED, "engine_error", utcnow()
                 )
 
-        await self.db.run(work)
+        await self._run(work)
         self.live_codes.pop(account_id, None)
 
     def check_accepting(self) -> None:
@@ -201,7 +216,7 @@ class SessionManager:
                 )
                 return attempt, was
 
-            attempt, was = await self.db.run(work)
+            attempt, was = await self._run(work)
             self.live_codes.pop(account_id, None)
             log.info(
                 "link attempt ended",
@@ -249,6 +264,8 @@ class SessionManager:
 
     async def apply(self, account_id: str, event: EngineEvent) -> None:
         """Apply one engine event to the account in one transaction, then its side effects."""
+        if self.metrics is not None:
+            self.metrics.engine_event(type(event).__name__)
         if isinstance(event, CredentialsUpdated):
             if self.auth is not None:
                 await self.auth.save(account_id, event.blob)
@@ -289,7 +306,7 @@ class SessionManager:
                     ctx.after.append(self.forget_codes(account_id))
                 return result, ctx.after
 
-            result, effects = await self.db.run(work, retry_integrity=True)
+            result, effects = await self._run(work, retry_integrity=True)
         for effect in effects:
             try:
                 await effect()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -169,3 +169,43 @@ class ScanOut(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
+
+
+class EventOut(BaseModel):
+    """An event's envelope (contract), the same in webhooks, polling and SSE."""
+
+    id: int
+    type: str = Field(examples=["account.status"])
+    # The envelope's own ISO 8601 text, byte for byte what webhooks carry.
+    created_at: str = Field(examples=["2026-01-01T12:00:00.000000+00:00"])
+    workspace_id: str
+    account_id: str | None
+    seq: int | None = Field(description="Increases by one per event of the account.")
+    data: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    events: list[EventOut]
+    next_after: int = Field(description="Pass as ``after`` to read on.")
+
+
+class FaultsRequest(Strict):
+    phone: Phone | None = Field(default=None, description="Omit to change the global faults.")
+    outage: bool | None = None
+    expire_scans: bool | None = None
+    logout_after_pair: bool | None = None
+    slow_pairing: float | None = Field(default=None, ge=0, le=3600)
+    flapping: bool | None = None
+
+
+class FaultsOut(BaseModel):
+    phone: str | None
+    outage: bool
+    expire_scans: bool
+    logout_after_pair: bool
+    slow_pairing: float
+    flapping: bool
+
+
+class DevicesOut(BaseModel):
+    devices: int = Field(description="Linked devices of the phone that were affected.")

@@ -1,0 +1,125 @@
+"""The event log for polling consumers, and one account's events as Server-Sent Events."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
+from sqlalchemy.exc import SQLAlchemyError
+
+from wagate import events
+from wagate.accounts import get_account
+from wagate.api.deps import CallerDep, GatewayDep, SessionDep
+from wagate.api.schemas import ErrorBody, EventPage
+from wagate.errors import InvalidInput
+from wagate.gateway import Gateway
+from wagate.outbox import envelope
+
+log = logging.getLogger("wagate.api.events")
+
+KEEPALIVE_SECONDS = 15.0
+# The bus wakes streams on this process's commits; the poll bounds the delay of a wake-up
+# that came between a read and the next wait, and of commits made by other processes.
+POLL_SECONDS = 2.0
+
+router = APIRouter(
+    tags=["events"],
+    responses={
+        401: {"model": ErrorBody, "description": "Missing, unknown or revoked key"},
+        404: {"model": ErrorBody, "description": "Account not found"},
+    },
+)
+
+
+@router.get("/v1/events", response_model=EventPage)
+async def poll(
+    caller: CallerDep,
+    session: SessionDep,
+    after: Annotated[int, Query(ge=0, description="The last event id seen; 0 from the start.")] = 0,
+    account_id: Annotated[str | None, Query(max_length=36)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EventPage:
+    """Events after ``after`` in id order: a workspace key sees its own, the admin key all.
+    Pass ``next_after`` as ``after`` to read on."""
+    rows = await events.page(session, caller, after=after, limit=limit, account_id=account_id)
+    return EventPage(
+        events=[envelope(row) for row in rows],
+        next_after=rows[-1].id if rows else after,
+    )
+
+
+@router.get(
+    "/v1/accounts/{account_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "An event stream"}},
+)
+async def stream(
+    account_id: str,
+    caller: CallerDep,
+    gateway: GatewayDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[int | None, Query(ge=0, description="Replay from this event id.")] = None,
+) -> StreamingResponse:
+    """Every event of the account as Server-Sent Events (``id``, ``event``, ``data``).
+
+    Resumes after ``Last-Event-ID`` (or ``?after=``; ``?after=0`` replays the whole history);
+    without either it starts with the next event. A comment line every 15 s keeps proxies from
+    closing an idle stream."""
+    cursor = _cursor(last_event_id, after)
+    async with gateway.db.read_sessions() as session:
+        await get_account(session, caller, account_id)
+        if cursor is None:
+            cursor = await events.last_event_id(session, account_id)
+    return StreamingResponse(
+        _frames(gateway, account_id, cursor),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+def _cursor(last_event_id: str | None, after: int | None) -> int | None:
+    if last_event_id is None or not last_event_id.strip():
+        return after
+    try:
+        value = int(last_event_id)
+    except ValueError:
+        raise InvalidInput("Last-Event-ID must be an event id") from None
+    if value < 0:
+        raise InvalidInput("Last-Event-ID must be an event id")
+    return value
+
+
+async def _frames(gateway: Gateway, account_id: str, cursor: int) -> AsyncIterator[bytes]:
+    """Read from the cursor, send, then sleep on the bus: the bus only wakes, the database is
+    what is sent, so a missed wake-up costs latency and never an event."""
+    gateway.metrics.sse_streams.inc()
+    log.debug("event stream opened", extra={"account_id": account_id, "after": cursor})
+    last_sent = time.monotonic()
+    try:
+        yield b"retry: 2000\n\n"
+        while not gateway.stopping:
+            try:
+                async with gateway.db.read_sessions() as session:
+                    rows = await events.account_events(session, account_id, cursor)
+            except SQLAlchemyError:
+                log.warning("event stream lost the database", extra={"account_id": account_id})
+                return
+            for row in rows:
+                yield events.sse_frame(row)
+                cursor = row.id
+            if rows:
+                last_sent = time.monotonic()
+                continue  # there may be more
+            idle = time.monotonic() - last_sent
+            if idle >= KEEPALIVE_SECONDS:
+                yield b": keep-alive\n\n"
+                last_sent = time.monotonic()
+                continue
+            await gateway.bus.wait(min(POLL_SECONDS, KEEPALIVE_SECONDS - idle))
+    finally:
+        gateway.metrics.sse_streams.dec()
+        log.debug("event stream closed", extra={"account_id": account_id, "after": cursor})
