@@ -1,11 +1,22 @@
-"""Simulator controls: a simulated phone scans a code or types a pairing code (engine ``sim``)."""
+"""Simulator controls (engine ``sim``): phones scan codes, type pairing codes, log out, lose the
+network; faults are switched on and off. Any valid key may use them: they act on the simulator."""
 
 from __future__ import annotations
+
+from dataclasses import asdict
 
 from fastapi import APIRouter
 
 from wagate.api.deps import CallerDep, GatewayDep
-from wagate.api.schemas import ErrorBody, ScanOut, ScanRequest
+from wagate.api.schemas import (
+    DevicesOut,
+    ErrorBody,
+    FaultsOut,
+    FaultsRequest,
+    Phone,
+    ScanOut,
+    ScanRequest,
+)
 from wagate.engines.sim import SimEngine
 from wagate.errors import NotFound
 
@@ -38,3 +49,24 @@ async def pair(body: ScanRequest, caller: CallerDep, gateway: GatewayDep) -> Sca
     """A simulated phone's user types a pairing code."""
     result = _sim(gateway).server.enter_pair_code(body.code, body.phone)
     return ScanOut(result=result.value)
+
+
+@router.post("/faults", response_model=FaultsOut)
+async def faults(body: FaultsRequest, caller: CallerDep, gateway: GatewayDep) -> FaultsOut:
+    """Switch simulated faults for one phone (``phone``) or globally; fields left out keep their
+    value. Any valid key may do this: it changes only the simulator, never a real account."""
+    changes = body.model_dump(exclude={"phone"}, exclude_none=True)
+    current = _sim(gateway).server.set_faults(body.phone, **changes)
+    return FaultsOut(phone=body.phone, **asdict(current))
+
+
+@router.post("/phones/{phone}/logout", response_model=DevicesOut)
+async def phone_logout(phone: Phone, caller: CallerDep, gateway: GatewayDep) -> DevicesOut:
+    """The phone logs out every linked device (Settings → Linked devices → Log out)."""
+    return DevicesOut(devices=_sim(gateway).server.phone_logout(phone))
+
+
+@router.post("/phones/{phone}/flap", response_model=DevicesOut)
+async def phone_flap(phone: Phone, caller: CallerDep, gateway: GatewayDep) -> DevicesOut:
+    """The network of every device linked to the phone drops once; they reconnect."""
+    return DevicesOut(devices=_sim(gateway).server.network_flap(phone))
