@@ -13,6 +13,7 @@ from wagate.config import Settings
 from wagate.db import Database
 from wagate.doctor.cli import app as doctor_app
 from wagate.errors import WagateError
+from wagate.funnel_cli import funnel
 
 app = typer.Typer(
     name="wagate",
@@ -23,6 +24,7 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(doctor_app, name="doctor")
+app.command("funnel")(funnel)
 console = Console(stderr=True)
 
 

@@ -45,7 +45,8 @@ class Funnel:
         if len(self.time_to_link) == 1:
             return round(self.time_to_link[0], 3)
         cuts = statistics.quantiles(self.time_to_link, n=100, method="inclusive")
-        return round(cuts[int(q * 100) - 1], 3)
+        # round(): int(0.29 * 100) is 28, one percentile too low.
+        return round(cuts[round(q * 100) - 1], 3)
 
     def as_dict(self) -> dict[str, Any]:
         return {
