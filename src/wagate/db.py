@@ -62,6 +62,12 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 def _sqlite_setup(engine: AsyncEngine, *, writer: bool) -> None:
+    # aiosqlite logs every statement with its parameters at DEBUG; unless someone chose a level
+    # for it, keep it above that.
+    quiet = logging.getLogger("aiosqlite")
+    if quiet.level == logging.NOTSET:
+        quiet.setLevel(logging.INFO)
+
     @event.listens_for(engine.sync_engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
@@ -92,7 +98,12 @@ class Database:
         # Called after every committed ``run`` (wakes the dispatcher and SSE streams).
         self.on_commit = on_commit
         self.backend = make_url(self.url).get_backend_name()
-        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": self.backend != "sqlite"}
+        # Parameters hold QR codes, keys' hashes and ciphertexts: never in a log or error text.
+        kwargs: dict[str, Any] = {
+            "echo": echo,
+            "pool_pre_ping": self.backend != "sqlite",
+            "hide_parameters": True,
+        }
         if self.backend == "mysql":
             kwargs["isolation_level"] = "READ COMMITTED"
         if self.backend != "sqlite":
