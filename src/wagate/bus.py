@@ -11,18 +11,27 @@ import contextlib
 
 
 class Wakeup:
-    """``notify()`` wakes every current ``wait()``; waits also end on their timeout."""
+    """``notify()`` wakes every current ``wait()``; waits also end on their timeout.
+
+    ``generation`` counts notifications: a reader notes it before reading and passes it to
+    ``wait(since=...)``, so a commit that lands between its read and its wait is not slept
+    through.
+    """
 
     def __init__(self) -> None:
         self._waiters: set[asyncio.Future[None]] = set()
+        self.generation = 0
 
     def notify(self) -> None:
+        self.generation += 1
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
         self._waiters.clear()
 
-    async def wait(self, timeout: float) -> None:
+    async def wait(self, timeout: float, since: int | None = None) -> None:
+        if since is not None and self.generation != since:
+            return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.add(waiter)
         try:

@@ -102,6 +102,7 @@ async def _frames(gateway: Gateway, account_id: str, cursor: int) -> AsyncIterat
     try:
         yield b"retry: 2000\n\n"
         while not gateway.stopping:
+            seen = gateway.bus.generation
             try:
                 async with gateway.db.read_sessions() as session:
                     rows = await events.account_events(session, account_id, cursor)
@@ -119,7 +120,7 @@ async def _frames(gateway: Gateway, account_id: str, cursor: int) -> AsyncIterat
                 yield b": keep-alive\n\n"
                 last_sent = time.monotonic()
                 continue
-            await gateway.bus.wait(min(POLL_SECONDS, KEEPALIVE_SECONDS - idle))
+            await gateway.bus.wait(min(POLL_SECONDS, KEEPALIVE_SECONDS - idle), since=seen)
     finally:
         gateway.metrics.sse_streams.dec()
         log.debug("event stream closed", extra={"account_id": account_id, "after": cursor})
