@@ -18,6 +18,7 @@ from rich.console import Console
 from wagate.doctor import DoctorError, render
 from wagate.doctor.deps import check, to_json
 from wagate.doctor.logs import analyze
+from wagate.doctor.schema_cli import schema
 
 app = typer.Typer(
     name="doctor",
@@ -25,6 +26,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.command("schema")(schema)
 
 
 class LogFormat(StrEnum):
