@@ -237,15 +237,20 @@ async def test_columns_indexes_and_tables_drift(database_url: str) -> None:
             "mysql": [
                 "ALTER TABLE messages MODIFY wa_id VARCHAR(128) NOT NULL",
                 "ALTER TABLE accounts MODIFY last_seq VARCHAR(20) NOT NULL",
+                "ALTER TABLE messages DROP FOREIGN KEY fk_messages_account_id_accounts",
             ],
             "postgresql": [
                 "ALTER TABLE messages ALTER COLUMN wa_id SET NOT NULL",
                 "ALTER TABLE accounts ALTER COLUMN last_seq TYPE VARCHAR(20)",
+                "ALTER TABLE messages DROP CONSTRAINT fk_messages_account_id_accounts",
             ],
         }[kind]
+        statements.append("ALTER TABLE accounts DROP CONSTRAINT ck_accounts_status")
         expected |= {
             ("column_nullable", "messages", "wa_id"),
             ("column_type", "accounts", "last_seq"),
+            ("missing_foreign_key", "messages", "fk_messages_account_id_accounts"),
+            ("missing_check", "accounts", "ck_accounts_status"),
         }
     await execute(url, *statements)
     data = await report(url, expect=1)
