@@ -91,7 +91,7 @@ async def gateway_factory(tmp_path):  # type: ignore[no-untyped-def]
     from wagate.api.app import create_app
     from wagate.config import Settings
 
-    opened = []
+    opened: list[tuple[object, object]] = []
 
     async def make(database_url: str, **overrides: object) -> ApiClient:
         values: dict[str, object] = {

@@ -22,7 +22,7 @@ from wagate.doctor.schema_cli import schema
 
 app = typer.Typer(
     name="doctor",
-    help="Diagnose a WhatsApp service from its logs and dependency files.",
+    help="Diagnose a WhatsApp service: its logs, its database schema, its dependency files.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
