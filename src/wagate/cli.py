@@ -14,6 +14,7 @@ from wagate.db import Database
 from wagate.doctor.cli import app as doctor_app
 from wagate.errors import WagateError
 from wagate.funnel_cli import funnel
+from wagate.webhooks_cli import app as webhooks_app
 
 app = typer.Typer(
     name="wagate",
@@ -24,6 +25,7 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(doctor_app, name="doctor")
+app.add_typer(webhooks_app, name="webhooks")
 app.command("funnel")(funnel)
 console = Console(stderr=True)
 

@@ -14,6 +14,7 @@ from wagate.bus import Wakeup
 from wagate.config import Settings
 from wagate.crypto import Cipher, load_or_create_key
 from wagate.db import Database
+from wagate.dispatcher import Dispatcher
 from wagate.engines.base import Engine
 from wagate.engines.sim import SimEngine, SimServer
 from wagate.engines.whatsmeow import INSTALL_HINT, WhatsmeowEngine
@@ -60,6 +61,7 @@ class Gateway:
         self.auth: AuthStore | None = None
         self.engine: Engine | None = None
         self.sessions: SessionManager | None = None
+        self.dispatcher: Dispatcher | None = None
         # Set when this start created the admin key: shown once, never logged.
         self.new_admin_key: str | None = None
         self._closed = False
@@ -82,6 +84,10 @@ class Gateway:
             attempt_silence=settings.attempt_silence_seconds,
             progress=Console(stderr=True).is_terminal,
         )
+        self.dispatcher = Dispatcher(
+            self.db, self.bus, self.cipher, settings, metrics=self.metrics
+        )
+        await self.dispatcher.start()
         log.info("gateway started", extra={"engine": self.engine.name, "db": self.db.backend})
 
     @property
@@ -107,6 +113,8 @@ class Gateway:
             return
         self.begin_shutdown()
         self._closed = True
+        if self.dispatcher is not None:
+            await self.dispatcher.close()
         if self.sessions is not None:
             await self.sessions.close()
         if self.auth is not None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wagate import deliveries
 from wagate.models import Account, Event, utcnow
 
 
@@ -37,7 +38,8 @@ def record(
     now: datetime | None = None,
 ) -> Event:
     """Add an event for ``account``; the caller holds the account row in this transaction,
-    so ``seq`` (the account's ``last_seq`` + 1) is gap-free and ordered per account."""
+    so ``seq`` (the account's ``last_seq`` + 1) is gap-free and ordered per account.
+    A webhook delivery row joins it in the same transaction when the workspace has a URL."""
     account.last_seq += 1
     event = Event(
         workspace_id=account.workspace_id,
@@ -48,6 +50,7 @@ def record(
         created_at=now or utcnow(),
     )
     session.add(event)
+    deliveries.track(session, event)
     return event
 
 

@@ -8,7 +8,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from wagate import __version__
-from wagate.api import accounts, errors, events, funnel, health, metrics, sim, workspaces
+from wagate.api import (
+    accounts,
+    deliveries,
+    errors,
+    events,
+    funnel,
+    health,
+    metrics,
+    sim,
+    workspaces,
+)
 from wagate.config import Settings
 from wagate.gateway import Gateway
 
@@ -33,6 +43,6 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     )
     app.state.gateway = runtime
     errors.install(app)
-    for module in (workspaces, accounts, events, funnel, sim, health, metrics):
+    for module in (workspaces, accounts, events, deliveries, funnel, sim, health, metrics):
         app.include_router(module.router)
     return app

@@ -39,6 +39,21 @@ class WorkspaceCreate(Strict):
     webhook_url: AnyHttpUrl | None = Field(default=None, examples=["https://crm.example/hooks"])
 
 
+class WorkspaceUpdate(Strict):
+    """Only the fields sent change; ``webhook_url: null`` turns webhooks off."""
+
+    webhook_url: AnyHttpUrl | None = Field(default=None, examples=["https://crm.example/hooks"])
+    webhook_format: Literal["wagate", "blazz"] | None = None
+    link_policy: Literal["replace", "reject"] | None = None
+
+    @model_validator(mode="after")
+    def _only_url_may_be_null(self) -> WorkspaceUpdate:
+        for name in ("webhook_format", "link_policy"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+
 class WorkspaceOut(BaseModel):
     id: str
     name: str

@@ -7,7 +7,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from wagate.accounts import get_workspace
 from wagate.api.deps import AdminDep, CallerDep, GatewayDep, SessionDep
-from wagate.api.schemas import ErrorBody, WorkspaceCreate, WorkspaceCreated, WorkspaceOut
+from wagate.api.schemas import (
+    ErrorBody,
+    WorkspaceCreate,
+    WorkspaceCreated,
+    WorkspaceOut,
+    WorkspaceUpdate,
+)
 from wagate.keys import add_key
 from wagate.models import Workspace
 
@@ -60,3 +66,26 @@ async def create_workspace(
 )
 async def read_workspace(workspace_id: str, caller: CallerDep, session: SessionDep) -> WorkspaceOut:
     return WorkspaceOut.of(await get_workspace(session, caller, workspace_id))
+
+
+@router.patch(
+    "/{workspace_id}",
+    response_model=WorkspaceOut,
+    responses={404: {"model": ErrorBody, "description": "No such workspace for this key"}},
+)
+async def update_workspace(
+    workspace_id: str, body: WorkspaceUpdate, caller: CallerDep, gateway: GatewayDep
+) -> WorkspaceOut:
+    """Change the webhook URL (null turns webhooks off), the webhook format or the link policy."""
+    changes = body.model_dump(include=body.model_fields_set)
+    if "webhook_url" in changes and body.webhook_url is not None:
+        changes["webhook_url"] = str(body.webhook_url)
+
+    async def work(session: AsyncSession) -> Workspace:
+        workspace = await get_workspace(session, caller, workspace_id)
+        for name, value in changes.items():
+            setattr(workspace, name, value)
+        await session.flush()
+        return workspace
+
+    return WorkspaceOut.of(await gateway.db.run(work))

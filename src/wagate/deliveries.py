@@ -1,0 +1,270 @@
+"""Webhook deliveries in the database (DESIGN §7): created in the transaction of their event,
+claimed by the dispatcher, settled after each attempt, listed and replayed.
+
+The table is the whole state of delivery, so a restart resumes where the last process stopped:
+a claimed row carries a lease (``next_attempt_at`` pushed past the request timeout), and a
+process that dies mid-request leaves a row that simply becomes due again when the lease ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ColumnElement, event, exists, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, aliased
+
+from wagate.errors import Conflict, NotFound
+from wagate.models import Event, WebhookDelivery, Workspace, new_id, utcnow
+
+if TYPE_CHECKING:
+    from wagate.accounts import Caller
+
+PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+STATUSES = (PENDING, DELIVERED, DEAD)
+
+# Keys in ``Session.info``: events recorded and not yet given a delivery, and the workspaces'
+# webhook URLs read in this transaction (one query per workspace, not one per event).
+_TRACKED = "wagate.deliveries.tracked"
+_URLS = "wagate.deliveries.urls"
+
+
+def track(session: AsyncSession, recorded: Event) -> None:
+    """Called by ``outbox.record``: once a flush gives the event its id, a delivery row is
+    added in the same transaction when the event's workspace has a webhook URL."""
+    session.info.setdefault(_TRACKED, []).append(recorded)
+
+
+def _url_cache(session: Session) -> dict[str, str | None]:
+    # Keyed by the transaction: a session that outlives one must not reuse what it read.
+    transaction = session.get_transaction()
+    cached = session.info.get(_URLS)
+    if cached is None or cached[0] is not transaction:
+        cached = (transaction, {})
+        session.info[_URLS] = cached
+    urls: dict[str, str | None] = cached[1]
+    return urls
+
+
+@event.listens_for(Session, "after_flush")
+def _add_deliveries(session: Session, _flush: Any) -> None:
+    tracked: list[Event] | None = session.info.get(_TRACKED)
+    if not tracked:
+        return
+    flushed = [e for e in tracked if e.id is not None]
+    session.info[_TRACKED] = [e for e in tracked if e.id is None]
+    urls = _url_cache(session)
+    missing = {e.workspace_id for e in flushed} - urls.keys()
+    connection = session.connection()
+    if missing:
+        query = select(Workspace.id, Workspace.webhook_url).where(Workspace.id.in_(missing))
+        found = {row[0]: row[1] for row in connection.execute(query)}
+        urls.update({workspace_id: found.get(workspace_id) for workspace_id in missing})
+    rows = [
+        {
+            "id": new_id(),
+            "event_id": e.id,
+            "workspace_id": e.workspace_id,
+            "account_id": e.account_id,
+            "status": PENDING,
+            "attempts": 0,
+            "next_attempt_at": e.created_at,
+            "created_at": e.created_at,
+        }
+        for e in flushed
+        if urls.get(e.workspace_id)
+    ]
+    if rows:
+        connection.execute(insert(WebhookDelivery), rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One claimed delivery, with what sending it needs (plain values, no ORM objects)."""
+
+    delivery_id: str
+    attempts: int
+    # Loaded and detached: its attributes stay readable after the transaction.
+    event: Event
+    workspace_id: str
+    url: str | None
+    format: str
+    secret: str | None
+
+
+def _heads() -> ColumnElement[bool]:
+    """Pending rows with no earlier pending row of the same account: only these may be sent,
+    so an account's deliveries go out in ``seq`` order."""
+    earlier = aliased(WebhookDelivery)
+    blocked = exists().where(
+        earlier.account_id == WebhookDelivery.account_id,
+        earlier.status == PENDING,
+        earlier.event_id < WebhookDelivery.event_id,
+    )
+    return (WebhookDelivery.status == PENDING) & ~blocked
+
+
+async def due(
+    session: AsyncSession, now: datetime, limit: int, exclude: set[str]
+) -> tuple[list[str], datetime | None]:
+    """Ids of up to ``limit`` sendable deliveries due at ``now``, and when the next one is due."""
+    query = select(WebhookDelivery.id).where(_heads(), WebhookDelivery.next_attempt_at <= now)
+    if exclude:
+        query = query.where(WebhookDelivery.id.not_in(exclude))
+    query = query.order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.event_id)
+    ids = list((await session.execute(query.limit(limit))).scalars()) if limit > 0 else []
+    later = select(func.min(WebhookDelivery.next_attempt_at)).where(
+        _heads(), WebhookDelivery.next_attempt_at > now
+    )
+    return ids, (await session.execute(later)).scalar_one_or_none()
+
+
+async def claim(session: AsyncSession, ids: list[str], now: datetime, lease: float) -> list[Job]:
+    """Take the rows still due (another process may have taken some): each attempt is counted
+    when it is claimed, so a process killed mid-request still used it up."""
+    claimed: list[str] = []
+    for delivery_id in ids:
+        result = await session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.id == delivery_id,
+                WebhookDelivery.status == PENDING,
+                WebhookDelivery.next_attempt_at <= now,
+            )
+            .values(
+                attempts=WebhookDelivery.attempts + 1,
+                next_attempt_at=now + timedelta(seconds=lease),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            claimed.append(delivery_id)
+    if not claimed:
+        return []
+    query = (
+        select(WebhookDelivery, Event, Workspace)
+        .join(Event, Event.id == WebhookDelivery.event_id)
+        .outerjoin(Workspace, Workspace.id == WebhookDelivery.workspace_id)
+        .where(WebhookDelivery.id.in_(claimed))
+        .order_by(WebhookDelivery.event_id)
+    )
+    jobs = []
+    for delivery, recorded, workspace in await session.execute(query):
+        jobs.append(
+            Job(
+                delivery_id=delivery.id,
+                attempts=delivery.attempts,
+                event=recorded,
+                workspace_id=delivery.workspace_id,
+                url=workspace.webhook_url if workspace is not None else None,
+                format=workspace.webhook_format if workspace is not None else "wagate",
+                secret=workspace.webhook_secret if workspace is not None else None,
+            )
+        )
+    return jobs
+
+
+async def settle(
+    session: AsyncSession,
+    delivery_id: str,
+    *,
+    now: datetime,
+    status: int | None,
+    error: str | None,
+    retry_at: datetime | None,
+) -> str:
+    """Record one attempt's result: ``delivered``, ``failed`` (due again at ``retry_at``) or
+    ``dead`` (``retry_at`` None)."""
+    values: dict[str, Any] = {"last_status": status, "last_error": error}
+    if error is None:
+        values.update(status=DELIVERED, delivered_at=now)
+        result = "delivered"
+    elif retry_at is None:
+        values.update(status=DEAD)
+        result = "dead"
+    else:
+        values.update(next_attempt_at=retry_at)
+        result = "failed"
+    await session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == PENDING)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return result
+
+
+async def release(session: AsyncSession, ids: list[str], now: datetime) -> None:
+    """Deliveries whose request was cut short by shutdown are due again at once."""
+    await session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id.in_(ids), WebhookDelivery.status == PENDING)
+        .values(next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _scope(caller: Caller) -> list[ColumnElement[bool]]:
+    if caller.workspace_id is None:
+        return []
+    return [WebhookDelivery.workspace_id == caller.workspace_id]
+
+
+async def page(
+    session: AsyncSession,
+    caller: Caller,
+    *,
+    status: str | None = None,
+    after: int = 0,
+    limit: int = 100,
+) -> list[tuple[WebhookDelivery, str]]:
+    """Deliveries the caller may see with their event type, in event order after ``after``."""
+    query = (
+        select(WebhookDelivery, Event.type)
+        .join(Event, Event.id == WebhookDelivery.event_id)
+        .where(WebhookDelivery.event_id > after, *_scope(caller))
+        .order_by(WebhookDelivery.event_id)
+        .limit(limit)
+    )
+    if status is not None:
+        query = query.where(WebhookDelivery.status == status)
+    return [(delivery, event_type) for delivery, event_type in await session.execute(query)]
+
+
+async def retry(
+    session: AsyncSession, caller: Caller, delivery_id: str, now: datetime | None = None
+) -> tuple[WebhookDelivery, str]:
+    """A dead or pending delivery becomes due now with its attempts reset."""
+    query = (
+        select(WebhookDelivery, Event.type)
+        .join(Event, Event.id == WebhookDelivery.event_id)
+        .where(WebhookDelivery.id == delivery_id, *_scope(caller))
+        .with_for_update()
+    )
+    row = (await session.execute(query)).one_or_none()
+    if row is None:
+        raise NotFound("webhook delivery not found", delivery_id=delivery_id)
+    delivery, event_type = row
+    if delivery.status == DELIVERED:
+        raise Conflict("the delivery was delivered already", delivery_id=delivery_id)
+    delivery.status = PENDING
+    delivery.attempts = 0
+    delivery.next_attempt_at = now or utcnow()
+    await session.flush()
+    return delivery, event_type
+
+
+async def retry_dead(session: AsyncSession, caller: Caller, now: datetime | None = None) -> int:
+    """Every dead delivery the caller may see becomes due now; returns how many."""
+    query = (
+        update(WebhookDelivery)
+        .where(WebhookDelivery.status == DEAD)
+        .values(status=PENDING, attempts=0, next_attempt_at=now or utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if caller.workspace_id is not None:
+        query = query.where(WebhookDelivery.workspace_id == caller.workspace_id)
+    result = await session.execute(query)
+    return int(result.rowcount)  # type: ignore[attr-defined]
