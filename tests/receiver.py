@@ -28,7 +28,9 @@ class Received:
     headers: dict[str, str]  # lower-case names
     body: bytes
     status: int  # what the receiver answered
+    started: float = 0.0  # monotonic: when the request had been read
     at: float = field(default_factory=time.time)
+    ended: float = field(default_factory=time.monotonic)  # when the answer was chosen
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -64,16 +66,22 @@ def free_port() -> int:
 
 
 class Receiver:
-    """``respond(request_number, headers, body) -> status``; the default answers 200."""
+    """``respond(request_number, headers, body) -> status``; the default answers 200.
+    ``hold(request_number) -> seconds`` delays the answer (a slow or silent backend)."""
 
     def __init__(
         self,
         respond: Callable[[int, dict[str, str], bytes], int] | None = None,
         port: int | None = None,
+        hold: Callable[[int], float] | None = None,
     ) -> None:
         self.respond = respond or (lambda n, h, b: 200)
+        self.hold = hold
         self.port = port or free_port()
         self.requests: list[Received] = []
+        self.active = 0  # requests being answered now
+        self.max_active = 0
+        self._numbered = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -128,8 +136,17 @@ class Receiver:
             name, value = raw.decode().split(":", 1)
             headers[name.strip().lower()] = value.strip()
         body = await reader.readexactly(int(headers.get("content-length", "0")))
-        status = self.respond(len(self.requests), headers, body)
-        self.requests.append(Received(path, headers, body, status))
+        started, number = time.monotonic(), self._numbered
+        self._numbered += 1
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            if self.hold is not None:
+                await asyncio.sleep(self.hold(number))
+        finally:
+            self.active -= 1
+        status = self.respond(number, headers, body)
+        self.requests.append(Received(path, headers, body, status, started))
         writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n".encode())
         await writer.drain()
         return True

@@ -192,3 +192,74 @@ async def test_receiver_down_gateway_sigkilled_nothing_lost(
         assert {"link.qr", "link.paired", "session.connected"} <= {e["type"] for e in events}
     finally:
         await receiver.stop()
+
+
+async def restart_dispatcher(api: ApiClient, **options: Any) -> None:
+    """The gateway's dispatcher with other limits (the request timeout is not a setting)."""
+    from wagate.dispatcher import Dispatcher
+
+    assert api.app is not None
+    gateway = api.app.state.gateway
+    await gateway.dispatcher.close()
+    gateway.dispatcher = Dispatcher(
+        gateway.db, gateway.bus, gateway.cipher, gateway.settings, gateway.metrics, **options
+    )
+    await gateway.dispatcher.start()
+
+
+async def test_accounts_in_parallel_each_account_one_at_a_time(
+    gateway_factory: Any, fresh_database_url: Any
+) -> None:
+    receiver = Receiver(hold=lambda n: 0.05)
+    await receiver.start()
+    try:
+        api = await gateway_factory(await fresh_database_url("sqlite"), **FAST)
+        await restart_dispatcher(api, concurrency=2)
+        tenant = await api.tenant(webhook_url=receiver.url)
+        accounts = [await api.account(tenant, f"line {n}") for n in range(3)]
+        for n, account in enumerate(accounts):
+            await api.link(tenant, account["id"])
+            code = await api.qr(tenant, account["id"])
+            assert await api.scan(tenant, code["code"], f"55119{n:08d}") == "linked"
+        for account in accounts:
+            await api.wait_status(tenant, account["id"], "connected")
+        events = await all_events(api, tenant)
+        await receiver.wait_for(lambda r: len(r.delivered) == len(events))
+
+        assert receiver.max_active == 2  # accounts overlap, never more than the bound
+        by_account: dict[str, list[Any]] = {}
+        for request in sorted(receiver.requests, key=lambda q: q.started):
+            by_account.setdefault(request.json()["account_id"], []).append(request)
+        assert len(by_account) == 3
+        for requests in by_account.values():
+            seqs = [q.json()["seq"] for q in requests]
+            assert seqs == list(range(1, len(seqs) + 1))
+            for earlier, later in zip(requests, requests[1:], strict=False):
+                assert later.started >= earlier.ended  # one request at a time per account
+    finally:
+        await receiver.stop()
+
+
+async def test_silent_receiver_times_out_and_is_retried(
+    gateway_factory: Any, fresh_database_url: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver = Receiver(hold=lambda n: 1.0 if n == 0 else 0.0)
+    await receiver.start()
+    caplog.set_level(logging.WARNING, logger="wagate.webhooks")
+    try:
+        api = await gateway_factory(await fresh_database_url("sqlite"), **FAST)
+        await restart_dispatcher(api, timeout=0.2)
+        tenant = await api.tenant(webhook_url=receiver.url)
+        account = await api.account(tenant)
+        await api.link(tenant, account["id"])
+        events = await all_events(api, tenant)
+        n = len(events)  # the attempt goes on showing codes; these are the ones we know of
+        rows = await wait_deliveries(
+            api, tenant, lambda rows: len(rows) >= n and _all(rows[:n], "delivered")
+        )
+        assert rows[0]["attempts"] == 2 and all(d["attempts"] == 1 for d in rows[1:n])
+        [failed] = [r for r in caplog.records if r.getMessage() == "webhook delivery failed"]
+        assert (failed.status, failed.error) == (None, "timeout")  # type: ignore[attr-defined]
+        assert failed.event_id == events[0]["id"]  # type: ignore[attr-defined]
+    finally:
+        await receiver.stop()
