@@ -127,8 +127,10 @@ class Dispatcher:
     async def _deliver(self, job: Job) -> None:
         started = time.monotonic()
         if job.url is None or job.secret is None:
-            # The workspace turned webhooks off (or is gone) since the event was recorded.
+            # The workspace turned webhooks off (or is gone) since the event was recorded: the
+            # delivery is dead, so it can be replayed once a URL is set again.
             await self._settle(job, status=None, error="disabled", started=started, final=True)
+            log.info("webhooks disabled, delivery dropped", extra={"event_id": job.event.id})
             return
         try:
             secret = self.cipher.decrypt_text(job.secret, context=f"webhook:{job.workspace_id}")
@@ -145,10 +147,11 @@ class Dispatcher:
         status: int | None = None
         failure: BaseException | None = None
         try:
-            response = await self._client.post(
-                job.url, content=outgoing.body, headers=outgoing.headers
-            )
-            status = response.status_code
+            # Only the status matters: the receiver's body is never read.
+            async with self._client.stream(
+                "POST", job.url, content=outgoing.body, headers=outgoing.headers
+            ) as response:
+                status = response.status_code
         except httpx.HTTPError as exc:
             failure = exc
         error = classify(status, failure)
@@ -174,7 +177,7 @@ class Dispatcher:
         )
         if self.metrics is not None:
             self.metrics.observe_delivery(result, time.monotonic() - started)
-        if error is not None:
+        if error is not None and not final:
             log.warning(
                 "webhook delivery failed",
                 extra={
