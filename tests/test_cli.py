@@ -55,3 +55,39 @@ def test_serve_rejects_bad_settings_clearly(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "wagate.db").exists()
+
+
+def test_serve_prints_a_new_admin_key_once_and_never_logs_it(tmp_path: Path) -> None:
+    import json
+    import re
+
+    import httpx
+
+    from tests.serve import Server
+
+    def first_start_output(server: Server) -> str:
+        server.start()
+        server.terminate()
+        assert server.log is not None
+        return server.log.read_text()
+
+    server = Server(
+        f"sqlite:///{tmp_path / 'k.db'}", tmp_path / "data", env={"WAGATE_ADMIN_KEY": ""}
+    )
+    try:
+        output = first_start_output(server)
+        [key] = re.findall(r"^\s+(wg_\S+)$", output, flags=re.MULTILINE)
+        for line in output.splitlines():
+            if line.startswith("{"):
+                assert key not in line, json.loads(line)
+        server.start()
+        r = httpx.post(
+            f"{server.url}/v1/workspaces",
+            json={"name": "x"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert r.status_code == 201, r.text
+        server.terminate()
+        assert server.log is not None and key not in server.log.read_text()  # second start
+    finally:
+        server.stop()

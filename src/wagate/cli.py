@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from wagate.doctor.cli import app as doctor_app
 from wagate.errors import WagateError
 from wagate.funnel_cli import funnel
 from wagate.webhooks_cli import app as webhooks_app
+
+if TYPE_CHECKING:
+    from wagate.gateway import Gateway
 
 app = typer.Typer(
     name="wagate",
@@ -75,10 +78,26 @@ def serve(
         raise _fail(str(exc)) from None
     configure(settings.log_format, settings.log_level)
     # Ends open event streams as soon as shutdown begins (see wagate.api.server).
-    running = server(create_app(settings), host=settings.host, port=settings.port)
+    running = server(
+        create_app(settings, on_started=_show_new_admin_key),
+        host=settings.host,
+        port=settings.port,
+    )
     running.run()
     if not running.started:
         raise typer.Exit(3)  # uvicorn's own code for a failed start
+
+
+def _show_new_admin_key(gateway: Gateway) -> None:
+    """Show the admin key created at first start, once, on the terminal — never in a log."""
+    if gateway.new_admin_key is None:
+        return
+    console.print(
+        "\n[bold]admin key[/bold] (shown only now; store it, or set WAGATE_ADMIN_KEY):\n"
+        f"  {gateway.new_admin_key}\n",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @db_app.command("upgrade")
@@ -112,4 +131,3 @@ def demo(
 
 def main() -> None:
     app()
-

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EngineName = Literal["sim", "whatsmeow"]
@@ -44,3 +44,9 @@ class Settings(BaseSettings):
     engine_connect_timeout: float = Field(default=30.0, gt=0)
     # Attempts whose engine session has been silent this long are closed by the sweeper.
     attempt_silence_seconds: float = Field(default=300.0, gt=0)
+
+    @field_validator("admin_key", "secret_key", "redis_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # An empty variable (WAGATE_ADMIN_KEY=) means "not set", never an empty secret.
+        return None if value == "" else value

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -23,13 +23,20 @@ from wagate.config import Settings
 from wagate.gateway import Gateway
 
 
-def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:
-    """The API over ``gateway`` (opened and closed by the app's lifespan)."""
+def create_app(
+    settings: Settings | None = None,
+    gateway: Gateway | None = None,
+    on_started: Callable[[Gateway], None] | None = None,
+) -> FastAPI:
+    """The API over ``gateway`` (opened and closed by the app's lifespan); ``on_started`` runs
+    once the gateway is open (``wagate serve`` shows a newly created admin key there)."""
     runtime = gateway or Gateway(settings or Settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.open()
+        if on_started is not None:
+            on_started(runtime)
         try:
             yield
         finally:
