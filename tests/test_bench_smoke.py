@@ -15,7 +15,9 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 def run_bench(script: str, *args: str) -> dict[str, object]:
     result = subprocess.run(
         [sys.executable, str(BENCH / script), *args],
-        capture_output=True, text=True, timeout=240,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])

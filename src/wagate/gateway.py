@@ -84,9 +84,7 @@ class Gateway:
             attempt_silence=settings.attempt_silence_seconds,
             progress=Console(stderr=True).is_terminal,
         )
-        self.dispatcher = Dispatcher(
-            self.db, self.bus, self.cipher, settings, metrics=self.metrics
-        )
+        self.dispatcher = Dispatcher(self.db, self.bus, self.cipher, settings, metrics=self.metrics)
         await self.dispatcher.start()
         log.info("gateway started", extra={"engine": self.engine.name, "db": self.db.backend})
 
