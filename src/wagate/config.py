@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from wagate.ratelimit import Rate, parse_rate
 
 EngineName = Literal["sim", "whatsmeow"]
 AuthStoreName = Literal["db", "file", "redis"]
 LogFormat = Literal["text", "json"]
+# Parsed from text such as "10/h"; NoDecode keeps pydantic-settings from reading it as JSON.
+RateSetting = Annotated[Rate, NoDecode, BeforeValidator(parse_rate)]
 
 
 class Settings(BaseSettings):
@@ -34,8 +38,9 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=15, ge=1)
     webhook_retry_min_seconds: float = Field(default=1.0, gt=0)
     webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)
-    link_rate_per_account: str = "10/h"
-    link_rate_per_workspace: str = "100/h"
+    # Link attempts allowed: "10/h", "5/min", "30/s", "20/15min", or "off" (wagate.ratelimit).
+    link_rate_per_account: RateSetting = Rate(10, 3600)
+    link_rate_per_workspace: RateSetting = Rate(100, 3600)
     log_format: LogFormat = "text"
     log_level: str = "INFO"
     # whatsmeow engine: host subprocesses, and how long a dial may take before the attempt

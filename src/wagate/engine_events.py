@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wagate import messaging
 from wagate.accounts import change_status
 from wagate.engines.base import (
     Banned,
@@ -23,6 +24,8 @@ from wagate.engines.base import (
     Disconnected,
     LinkExpired,
     LoggedOut,
+    MessageReceived,
+    MessageStatus,
     Outdated,
     PairCode,
     Paired,
@@ -320,4 +323,6 @@ HANDLERS: dict[type[Any], Callable[[SessionManager, Ctx, Any], Awaitable[None]]]
     Banned: on_banned,
     Outdated: on_outdated,
     ConnectFailed: on_connect_failed,
+    MessageStatus: messaging.on_message_status,
+    MessageReceived: messaging.on_message_received,
 }

@@ -46,6 +46,22 @@ class Conflict(WagateError):
     code = "conflict"
 
 
+class RateLimited(WagateError):
+    """Too many link attempts in the window; ``retry_after`` says when to try again (seconds)."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int, **fields: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **fields)
+        self.retry_after = max(1, retry_after)
+
+
+class PayloadTooLarge(WagateError):
+    """The request body is larger than the gateway accepts."""
+
+    code = "payload_too_large"
+
+
 class NoOpenAttempt(NotFound):
     """The account has no open link attempt."""
 

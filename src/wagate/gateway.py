@@ -75,7 +75,13 @@ class Gateway:
             self.new_admin_key = await self.db.run(ensure_admin_key)
         self.auth = open_auth_store(settings, self.db, self.cipher)
         self.engine = self._given_engine or build_engine(settings)
-        self.sessions = SessionManager(self.db, self.engine, self.auth, metrics=self.metrics)
+        self.sessions = SessionManager(
+            self.db,
+            self.engine,
+            self.auth,
+            metrics=self.metrics,
+            link_rates=(settings.link_rate_per_account, settings.link_rate_per_workspace),
+        )
         if isinstance(self.engine, WhatsmeowEngine):
             # Sessions of a restarted engine host come back through restoration's own path.
             self.engine.restorer = partial(reopen, self.sessions)

@@ -12,11 +12,13 @@ import logging
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wagate import ratelimit
 from wagate.accounts import Caller, get_account, lock_account
 from wagate.db import Database
 from wagate.engine_events import HANDLERS, Ctx, Live
@@ -28,8 +30,9 @@ from wagate.engines.base import (
 from wagate.errors import EngineTimeout, EngineUnavailable, NoOpenAttempt, WagateError
 from wagate.linking import abandon_link, open_attempt, open_attempt_of
 from wagate.metrics import Metrics, run_counted
-from wagate.models import LinkAttempt, utcnow
-from wagate.states import AccountStatus, AttemptOutcome, LinkMethod
+from wagate.models import Account, LinkAttempt, utcnow
+from wagate.ratelimit import Rate
+from wagate.states import LINKABLE_STATUSES, AccountStatus, AttemptOutcome, LinkMethod
 from wagate.stores.base import AuthStore
 from wagate.tasks import BackgroundTasks
 
@@ -51,8 +54,11 @@ class SessionManager:
         auth: AuthStore | None = None,
         *,
         metrics: Metrics | None = None,
+        link_rates: tuple[Rate, Rate] | None = None,
     ) -> None:
         self.db = db
+        # (per account, per workspace); None: link attempts are not limited.
+        self.link_rates = link_rates
         self.engine = engine
         self.auth = auth
         self.metrics = metrics
@@ -139,6 +145,10 @@ class SessionManager:
     def live(self, account_id: str) -> Live | None:
         return self.live_codes.get(account_id)
 
+    def lock(self, account_id: str) -> asyncio.Lock:
+        """The account's lock: held by commands and while an engine event is applied."""
+        return self._lock(account_id)
+
     def _lock(self, account_id: str) -> asyncio.Lock:
         lock = self._locks.get(account_id)
         if lock is None:
@@ -165,6 +175,7 @@ class SessionManager:
 
             async def work(session: AsyncSession) -> tuple[LinkAttempt, bool]:
                 account = await get_account(session, caller, account_id, lock=True)
+                await self._check_link_rate(session, account, now)
                 return await open_attempt(session, account, method, phone, now)
 
             attempt, created = await self._run(work, retry_integrity=True)
@@ -181,6 +192,32 @@ class SessionManager:
                 await self._end_after_engine_error(account_id, attempt.id)
                 raise EngineUnavailable("the engine could not start the link") from exc
             return attempt
+
+    async def _check_link_rate(
+        self, session: AsyncSession, account: Account, now: datetime
+    ) -> None:
+        """Only a new attempt counts: an open one is returned again for free, and an account
+        that cannot link gets its conflict rather than a wait."""
+        if self.link_rates is None or AccountStatus(account.status) not in LINKABLE_STATUSES:
+            return
+        if await open_attempt_of(session, account.id) is not None:
+            return
+        per_account, per_workspace = self.link_rates
+        await ratelimit.check_link(
+            session, account, now, per_account=per_account, per_workspace=per_workspace
+        )
+
+    async def wait_pair_code(self, account_id: str, attempt_id: str, timeout: float) -> None:
+        """Wait (up to ``timeout``) until the engine has shown the pairing code of the attempt;
+        returns early when the attempt is gone. The code comes a moment after the engine took
+        the link, and the API's answer should carry it so the user need not poll."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            live = self.live_codes.get(account_id)
+            if live is None or live.attempt_id != attempt_id or live.pair_code is not None:
+                return
+            await asyncio.sleep(0.01)
 
     async def _end_after_engine_error(self, account_id: str, attempt_id: str) -> None:
         log.error("engine refused a link", extra={"account_id": account_id})

@@ -29,6 +29,9 @@ ERRORS: dict[int | str, dict[str, object]] = {
     422: {"model": ErrorBody, "description": "Invalid input"},
 }
 
+# How long a pairing-code link waits for the engine's code before answering without it.
+PAIR_CODE_WAIT = 2.0
+
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"], responses=ERRORS)
 
 
@@ -74,8 +77,11 @@ async def read_account(account_id: str, caller: CallerDep, session: SessionDep) 
 async def link(
     account_id: str, body: LinkRequest, caller: CallerDep, manager: ManagerDep
 ) -> AttemptOut:
-    """Start linking, or return the attempt already open (idempotent)."""
+    """Start linking, or return the attempt already open (idempotent). For method ``code`` the
+    answer waits up to 2 s for the engine's pairing code, so it carries ``pair_code``."""
     attempt = await manager.link(caller, account_id, LinkMethod(body.method), body.phone)
+    if attempt.method == LinkMethod.CODE.value:
+        await manager.wait_pair_code(account_id, attempt.id, PAIR_CODE_WAIT)
     return AttemptOut.of(attempt, manager.live(account_id))
 
 

@@ -15,10 +15,13 @@ from wagate.api import (
     events,
     funnel,
     health,
+    keys,
+    messages,
     metrics,
     sim,
     workspaces,
 )
+from wagate.api.limits import BodyLimit
 from wagate.config import Settings
 from wagate.gateway import Gateway
 
@@ -50,6 +53,9 @@ def create_app(
     )
     app.state.gateway = runtime
     errors.install(app)
+    app.add_middleware(BodyLimit)
     for module in (workspaces, accounts, events, deliveries, funnel, sim, health, metrics):
+        app.include_router(module.router)
+    for module in (keys, messages):
         app.include_router(module.router)
     return app

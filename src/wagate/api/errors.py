@@ -24,6 +24,8 @@ STATUS: dict[type[errors.WagateError], int] = {
     errors.EngineUnavailable: 503,
     errors.EngineTimeout: 504,
     errors.StoreUnavailable: 503,
+    errors.RateLimited: 429,
+    errors.PayloadTooLarge: 413,
 }
 
 _HTTP_CODES = {
@@ -56,7 +58,10 @@ async def _wagate_error(request: Request, exc: Exception) -> JSONResponse:
     status = status_for(exc)
     if status >= 500:
         log.error("request failed", extra={"path": request.url.path, "code": exc.code})
-    return error_response(status, exc.code, exc.message)
+    response = error_response(status, exc.code, exc.message)
+    if isinstance(exc, errors.RateLimited):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

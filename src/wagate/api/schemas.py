@@ -19,6 +19,8 @@ Phone = Annotated[
     ),
 ]
 Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# WhatsApp's own limit for a text message body (Cloud API: 4096 characters).
+MessageText = Annotated[str, Field(min_length=1, max_length=4096, examples=["Hello from wagate"])]
 
 
 class Strict(BaseModel):
@@ -176,6 +178,12 @@ class QrOut(BaseModel):
 class ScanRequest(Strict):
     code: str = Field(min_length=1, max_length=1024, description="The QR string or pairing code.")
     phone: Phone
+
+
+class SimMessageRequest(Strict):
+    sender: Phone = Field(alias="from", description="The simulated phone that sends.")
+    to: Phone = Field(description="The number of the linked account that receives.")
+    text: MessageText
 
 
 class ScanOut(BaseModel):

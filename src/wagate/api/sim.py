@@ -16,6 +16,7 @@ from wagate.api.schemas import (
     Phone,
     ScanOut,
     ScanRequest,
+    SimMessageRequest,
 )
 from wagate.engines.sim import SimEngine
 from wagate.errors import NotFound
@@ -58,6 +59,15 @@ async def faults(body: FaultsRequest, caller: CallerDep, gateway: GatewayDep) ->
     changes = body.model_dump(exclude={"phone"}, exclude_none=True)
     current = _sim(gateway).server.set_faults(body.phone, **changes)
     return FaultsOut(phone=body.phone, **asdict(current))
+
+
+@router.post("/messages", response_model=DevicesOut)
+async def incoming_message(
+    body: SimMessageRequest, caller: CallerDep, gateway: GatewayDep
+) -> DevicesOut:
+    """A simulated phone (``from``) sends a text to a number (``to``); every account linked to
+    that number receives it as ``message.received``."""
+    return DevicesOut(devices=_sim(gateway).server.incoming(body.sender, body.to, body.text))
 
 
 @router.post("/phones/{phone}/logout", response_model=DevicesOut)

@@ -28,6 +28,7 @@ from wagate.engines.base import (
     EngineSink,
     LinkExpired,
     LoggedOut,
+    MessageReceived,
     MessageStatus,
     PairCode,
     Paired,
@@ -193,6 +194,11 @@ class SimServer:
         """The connection of every device linked to ``phone`` drops once."""
         return self._engine().drop_phone(phone, logout=False)
 
+    def incoming(self, phone_from: str, to_phone: str, text: str) -> int:
+        """``phone_from`` sends ``text`` to the number ``to_phone``: every device linked to it
+        receives the message. Returns how many did."""
+        return self._engine().receive(phone_from, to_phone, text)
+
     def _engine(self) -> SimEngine:
         if self.engine is None:
             raise EngineUnavailable("the simulator has no engine attached")
@@ -280,6 +286,15 @@ class SimEngine:
         wa_id = "3EB0" + secrets.token_hex(8).upper()
         self._tasks.spawn(self._acknowledge(account_id, wa_id), name=f"ack:{account_id}")
         return wa_id
+
+    def receive(self, phone_from: str, to_phone: str, text: str) -> int:
+        sessions = [s for s in self._sessions.values() if s.phone == to_phone and s.connected]
+        chat = f"{phone_from}@s.whatsapp.net"
+        for session in sessions:
+            wa_id = "3EB0" + secrets.token_hex(8).upper()
+            event = MessageReceived(wa_id, chat, chat, text, self.server.now())
+            self._emit(session.account_id, event)
+        return len(sessions)
 
     async def _acknowledge(self, account_id: str, wa_id: str) -> None:
         for status in ("sent", "delivered", "read"):
