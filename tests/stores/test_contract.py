@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import os
 import uuid
@@ -11,30 +13,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from redis import asyncio as aioredis
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wagate.crypto import Cipher
+from tests.conftest import BACKENDS
+from tests.stores.support import BLOB, KEY, SECRET_PART, make_account
+from wagate.crypto import Cipher, checksum
 from wagate.db import Database
 from wagate.errors import CredentialsCorrupt
-from wagate.models import Account, AuthState, Workspace
+from wagate.models import AuthState
 from wagate.stores.base import AuthStore
 from wagate.stores.db import DbAuthStore
 from wagate.stores.file import FileAuthStore
 from wagate.stores.redis import RedisAuthStore
 
-KEY = os.urandom(32)
-BLOB = b'{"phone": "5511999990000", "secret": "noise-key-material"}'
-
 
 @dataclass
 class Harness:
+    """A store plus raw access to what it keeps, below the store, as an operator would have."""
+
     store: AuthStore
     new_account: Callable[[], Awaitable[str]]
-    # Damages the stored bytes of one account at rest: "flip", "truncate", "checksum".
-    damage: Callable[[str, str], Awaitable[None]]
-    # Moves account a's stored bytes onto account b, as a careless copy would.
-    transplant: Callable[[str, str], Awaitable[None]]
+    # (ciphertext, checksum) exactly as stored for an account.
+    read_raw: Callable[[str], Awaitable[tuple[bytes, str]]]
+    write_raw: Callable[[str, bytes, str], Awaitable[None]]
+    # The same storage opened with another cipher.
     reopen: Callable[[Cipher], AuthStore]
 
 
@@ -42,51 +46,48 @@ def _flip(data: bytes) -> bytes:
     return data[:-1] + bytes([data[-1] ^ 0x01])
 
 
-async def _db_harness(db: Database) -> Harness:
-    async def new_account() -> str:
-        async def work(session: AsyncSession) -> str:
-            workspace = Workspace(name="w", webhook_secret="x")
-            session.add(workspace)
-            await session.flush()
-            account = Account(workspace_id=workspace.id, label="a")
-            session.add(account)
-            await session.flush()
-            return account.id
+async def corrupt(harness: Harness, account_id: str, how: str) -> None:
+    """Damage an account's stored bytes at rest, the ways disks, copies and hand edits do."""
+    ciphertext, stored = await harness.read_raw(account_id)
+    damaged = {
+        "flip": (_flip(ciphertext), stored),
+        "truncate": (ciphertext[:10], stored),
+        "checksum": (ciphertext, "0" * 64),
+        # Tampered and checksummed again: only the authenticated encryption can notice.
+        "reseal": (_flip(ciphertext), checksum(_flip(ciphertext))),
+        "reseal-truncate": (ciphertext[:10], checksum(ciphertext[:10])),
+    }[how]
+    await harness.write_raw(account_id, *damaged)
 
-        return await db.run(work)
 
-    async def read(account_id: str) -> AuthState:
+def _db_harness(db: Database) -> Harness:
+    async def read_raw(account_id: str) -> tuple[bytes, str]:
         async with db.sessions() as session:
-            row = await session.get(AuthState, account_id)
-            assert row is not None
-            return row
+            row = (
+                await session.execute(
+                    select(AuthState.ciphertext, AuthState.checksum).where(
+                        AuthState.account_id == account_id
+                    )
+                )
+            ).one()
+            return row.ciphertext, row.checksum
 
-    async def write(account_id: str, **values: object) -> None:
-        async def work(session: AsyncSession) -> None:
-            await session.execute(
-                update(AuthState).where(AuthState.account_id == account_id).values(**values)
+    async def write_raw(account_id: str, ciphertext: bytes, stored: str) -> None:
+        async def work(session: AsyncSession) -> int:
+            result = await session.execute(
+                update(AuthState)
+                .where(AuthState.account_id == account_id)
+                .values(ciphertext=ciphertext, checksum=stored)
             )
+            return result.rowcount  # type: ignore[attr-defined, no-any-return]
 
-        await db.run(work)
-
-    async def damage(account_id: str, how: str) -> None:
-        row = await read(account_id)
-        if how == "flip":
-            await write(account_id, ciphertext=_flip(row.ciphertext))
-        elif how == "truncate":
-            await write(account_id, ciphertext=row.ciphertext[:10])
-        else:
-            await write(account_id, checksum="0" * 64)
-
-    async def transplant(source: str, target: str) -> None:
-        row = await read(source)
-        await write(target, ciphertext=row.ciphertext, checksum=row.checksum)
+        assert await db.run(work) == 1
 
     return Harness(
         DbAuthStore(db, Cipher(KEY)),
-        new_account,
-        damage,
-        transplant,
+        lambda: make_account(db),
+        read_raw,
+        write_raw,
         lambda cipher: DbAuthStore(db, cipher),
     )
 
@@ -97,110 +98,131 @@ def _file_harness(directory: Path) -> Harness:
     async def new_account() -> str:
         return str(uuid.uuid4())
 
-    async def damage(account_id: str, how: str) -> None:
-        path = store.path(account_id)
-        raw = path.read_bytes()
-        header, _, body = raw.partition(b"\n")
-        if how == "flip":
-            path.write_bytes(header + b"\n" + _flip(body))
-        elif how == "truncate":
-            path.write_bytes(raw[: len(header) + 10])
-        else:
-            path.write_bytes(b'{"v": 1, "checksum": "' + b"0" * 64 + b'"}\n' + body)
+    async def read_raw(account_id: str) -> tuple[bytes, str]:
+        header, _, ciphertext = store.path(account_id).read_bytes().partition(b"\n")
+        return ciphertext, json.loads(header)["checksum"]  # type: ignore[no-any-return]
 
-    async def transplant(source: str, target: str) -> None:
-        store.path(target).write_bytes(store.path(source).read_bytes())
+    async def write_raw(account_id: str, ciphertext: bytes, stored: str) -> None:
+        header = json.dumps({"v": 1, "checksum": stored}).encode()
+        store.path(account_id).write_bytes(header + b"\n" + ciphertext)
 
     return Harness(
-        store, new_account, damage, transplant, lambda cipher: FileAuthStore(directory, cipher)
+        store, new_account, read_raw, write_raw, lambda cipher: FileAuthStore(directory, cipher)
     )
 
 
-def _redis_harness(url: str) -> Harness:
-    prefix = f"wagate:test:{uuid.uuid4().hex}:"
-    store = RedisAuthStore(url, Cipher(KEY), prefix=prefix)
-
+def _redis_harness(url: str, prefix: str, raw: aioredis.Redis) -> Harness:
     async def new_account() -> str:
         return str(uuid.uuid4())
 
-    async def damage(account_id: str, how: str) -> None:
-        key = store.key(account_id)
-        ciphertext = await store.client.hget(key, "ciphertext")  # type: ignore[misc]
-        if how == "flip":
-            await store.client.hset(key, "ciphertext", _flip(ciphertext))  # type: ignore[misc]
-        elif how == "truncate":
-            await store.client.hset(key, "ciphertext", ciphertext[:10])  # type: ignore[misc]
-        else:
-            await store.client.hset(key, "checksum", "0" * 64)  # type: ignore[misc]
+    async def read_raw(account_id: str) -> tuple[bytes, str]:
+        found = await raw.hgetall(f"{prefix}{account_id}")  # type: ignore[misc]
+        return found[b"ciphertext"], found[b"checksum"].decode()
 
-    async def transplant(source: str, target: str) -> None:
-        found = await store.client.hgetall(store.key(source))  # type: ignore[misc]
-        await store.client.hset(store.key(target), mapping=found)  # type: ignore[misc]
+    async def write_raw(account_id: str, ciphertext: bytes, stored: str) -> None:
+        mapping = {"ciphertext": ciphertext, "checksum": stored}
+        await raw.hset(f"{prefix}{account_id}", mapping=mapping)  # type: ignore[misc, arg-type]
 
     return Harness(
-        store,
+        RedisAuthStore(url, Cipher(KEY), prefix=prefix),
         new_account,
-        damage,
-        transplant,
+        read_raw,
+        write_raw,
         lambda cipher: RedisAuthStore(url, cipher, prefix=prefix),
     )
 
 
-@pytest.fixture(params=["db-sqlite", "db-postgres", "db-mysql", "file", "redis"])
-async def harness(request, fresh_database_url, tmp_path) -> AsyncIterator[Harness]:  # type: ignore[no-untyped-def]
-    kind = request.param
-    db: Database | None = None
+@pytest.fixture(params=[*(f"db-{backend}" for backend in BACKENDS), "file", "redis"])
+async def harness(
+    request: pytest.FixtureRequest,
+    fresh_database_url: Callable[[str], Awaitable[str]],
+    tmp_path: Path,
+) -> AsyncIterator[Harness]:
+    kind: str = request.param
     if kind.startswith("db-"):
         db = Database(await fresh_database_url(kind.removeprefix("db-")))
         await db.upgrade()
-        made = await _db_harness(db)
+        made = _db_harness(db)
+        yield made
+        await made.store.close()
+        await db.close()
     elif kind == "file":
         made = _file_harness(tmp_path / "auth")
+        yield made
+        await made.store.close()
     else:
-        from tests.conftest import service_url
+        url: str = request.getfixturevalue("redis_url")
+        prefix = f"wagate:test:{uuid.uuid4().hex}:"
+        raw = aioredis.Redis.from_url(url)
+        made = _redis_harness(url, prefix, raw)
+        try:
+            yield made
+        finally:
+            await made.store.close()
+            keys = [key async for key in raw.scan_iter(f"{prefix}*")]
+            if keys:
+                await raw.delete(*keys)
+            await raw.aclose()
 
-        made = _redis_harness(service_url("redis"))
-    yield made
-    if isinstance(made.store, RedisAuthStore):
-        keys = [k async for k in made.store.client.scan_iter(f"{made.store.prefix}*")]
-        if keys:
-            await made.store.client.delete(*keys)
-    await made.store.close()
-    await made.store.close()  # idempotent
-    if db is not None:
-        await db.close()
+
+async def test_round_trip(harness: Harness) -> None:
+    account = await harness.new_account()
+    await harness.store.save(account, BLOB)
+    assert await harness.store.load(account) == BLOB
 
 
-async def test_round_trip_overwrite_delete(harness: Harness) -> None:
-    store, account = harness.store, await harness.new_account()
-    assert await store.load(account) is None
+async def test_load_of_unknown_account_is_none(harness: Harness) -> None:
+    assert await harness.store.load(await harness.new_account()) is None
+
+
+async def test_overwrite_keeps_only_the_newest(harness: Harness) -> None:
+    account = await harness.new_account()
+    await harness.store.save(account, BLOB)
+    await harness.store.save(account, b"newer")
+    assert await harness.store.load(account) == b"newer"
+
+
+async def test_delete_and_delete_of_nothing(harness: Harness) -> None:
+    store, account, other = harness.store, await harness.new_account(), await harness.new_account()
     await store.save(account, BLOB)
-    assert await store.load(account) == BLOB
-    await store.save(account, BLOB + b"2")
-    assert await store.load(account) == BLOB + b"2"
+    await store.save(other, b"other")
     await store.delete(account)
     assert await store.load(account) is None
+    assert await store.load(other) == b"other"
     await store.delete(account)
+    await store.delete(await harness.new_account())
 
 
-@pytest.mark.parametrize("how", ["flip", "truncate", "checksum"])
+async def test_stored_bytes_are_ciphertext_with_its_checksum(harness: Harness) -> None:
+    account = await harness.new_account()
+    await harness.store.save(account, BLOB)
+    ciphertext, stored = await harness.read_raw(account)
+    assert SECRET_PART.encode() not in ciphertext
+    assert stored == checksum(ciphertext)
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate", "checksum", "reseal", "reseal-truncate"])
 async def test_damage_at_rest_is_detected(harness: Harness, how: str) -> None:
     store, account, other = harness.store, await harness.new_account(), await harness.new_account()
     await store.save(account, BLOB)
     await store.save(other, BLOB)
-    await harness.damage(account, how)
+    await corrupt(harness, account, how)
     with pytest.raises(CredentialsCorrupt):
         await store.load(account)
     assert await store.load(other) == BLOB
+    # Saving again repairs the account: damage never sticks to it.
+    await store.save(account, BLOB)
+    assert await store.load(account) == BLOB
 
 
 async def test_blob_copied_onto_another_account_does_not_open(harness: Harness) -> None:
     store, a, b = harness.store, await harness.new_account(), await harness.new_account()
     await store.save(a, BLOB)
     await store.save(b, b"b's own")
-    await harness.transplant(a, b)
+    await harness.write_raw(b, *await harness.read_raw(a))
     with pytest.raises(CredentialsCorrupt):
         await store.load(b)
+    assert await store.load(a) == BLOB
 
 
 async def test_wrong_key_does_not_open(harness: Harness) -> None:
@@ -212,32 +234,73 @@ async def test_wrong_key_does_not_open(harness: Harness) -> None:
             await other.load(account)
     finally:
         await other.close()
+    same = harness.reopen(Cipher(KEY))
+    try:
+        assert await same.load(account) == BLOB
+    finally:
+        await same.close()
 
 
-async def test_concurrent_saves(harness: Harness) -> None:
+async def test_concurrent_saves_for_many_accounts(harness: Harness) -> None:
     accounts = [await harness.new_account() for _ in range(50)]
     await asyncio.gather(*(harness.store.save(a, a.encode()) for a in accounts))
-    assert [await harness.store.load(a) for a in accounts] == [a.encode() for a in accounts]
+    loaded = await asyncio.gather(*(harness.store.load(a) for a in accounts))
+    assert loaded == [a.encode() for a in accounts]
 
 
-async def test_no_secret_in_logs(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG)
+async def test_concurrent_saves_for_one_account_leave_one_whole_blob(harness: Harness) -> None:
+    account = await harness.new_account()
+    blobs = [f"generation {i}".encode() for i in range(20)]
+    await asyncio.gather(*(harness.store.save(account, blob) for blob in blobs))
+    assert await harness.store.load(account) in blobs
+
+
+async def test_close_twice(harness: Harness) -> None:
+    await harness.store.close()
+    await harness.store.close()
+
+
+def _secrets() -> list[str]:
+    return [
+        SECRET_PART,
+        BLOB.decode(),
+        repr(BLOB),
+        KEY.hex(),
+        repr(KEY),
+        base64.b64encode(KEY).decode(),
+        base64.urlsafe_b64encode(KEY).decode(),
+    ]
+
+
+async def test_no_secret_in_logs_or_errors(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Libraries that quiet themselves by default (SQLAlchemy, aiosqlite) are opened up too.
+    for name in (None, "sqlalchemy", "aiosqlite"):
+        caplog.set_level(logging.DEBUG, logger=name)
     account = await harness.new_account()
     await harness.store.save(account, BLOB)
-    await harness.damage(account, "flip")
+    await harness.store.save(account, BLOB)
+    assert await harness.store.load(account) == BLOB
+    errors: list[BaseException] = []
+    for how in ("flip", "reseal"):
+        await corrupt(harness, account, how)
+        with pytest.raises(CredentialsCorrupt) as info:
+            await harness.store.load(account)
+        errors.append(info.value)
+        await harness.store.save(account, BLOB)
+    other = harness.reopen(Cipher(os.urandom(32)))
     with pytest.raises(CredentialsCorrupt) as info:
-        await harness.store.load(account)
-    text = caplog.text + str(info.value)
-    assert b"noise-key-material".decode() not in text and KEY.hex() not in text
+        await other.load(account)
+    errors.append(info.value)
+    await other.close()
+    await harness.store.delete(account)
 
-
-async def test_file_store_is_private_and_leaves_no_temp_files(tmp_path: Path) -> None:
-    store = FileAuthStore(tmp_path / "auth", Cipher(KEY))
-    account = str(uuid.uuid4())
-    await store.save(account, BLOB)
-    await store.save(account, BLOB)
-    assert [p.name for p in (tmp_path / "auth").iterdir()] == [f"{account}.cred"]
-    assert store.path(account).stat().st_mode & 0o777 == 0o600
-    assert (tmp_path / "auth").stat().st_mode & 0o777 == 0o700
-    with pytest.raises(Exception, match="UUID"):
-        store.path("../../etc/passwd")
+    seen = caplog.text + "".join(repr(record.__dict__) for record in caplog.records)
+    for error in errors:
+        chain: BaseException | None = error
+        while chain is not None:
+            seen += repr(chain) + str(chain) + repr(vars(chain))
+            chain = chain.__cause__ or chain.__context__
+    for secret in _secrets():
+        assert secret not in seen

@@ -7,12 +7,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from wagate.crypto import Cipher
 from wagate.db import Database
+from wagate.errors import NotFound
 from wagate.models import Account, AuthState, utcnow
 from wagate.stores.sealed import Sealed, seal, unseal
 
 
 class DbAuthStore:
-    """One row per account, written in its own short transaction."""
+    """One row per account, written in its own short transaction; ``version`` counts saves."""
 
     name = "db"
 
@@ -24,9 +25,12 @@ class DbAuthStore:
         sealed = seal(self.cipher, account_id, blob)
 
         async def work(session: AsyncSession) -> None:
-            # Lock the account first: saves for one account never race each other's insert.
+            # Lock the account first: saves for one account never race each other's insert, and
+            # a deletion waits for this save (its cascade then removes the row with the account).
             if await session.get(Account, account_id, with_for_update=True) is None:
-                return  # the account was deleted meanwhile: nothing to keep
+                # Said plainly rather than left to the foreign key's IntegrityError; a caller
+                # must not believe credentials were kept for an account that is gone.
+                raise NotFound("no such account to keep credentials for", account_id=account_id)
             row = await session.get(AuthState, account_id)
             if row is None:
                 session.add(

@@ -25,6 +25,9 @@ def seal(cipher: Cipher, account_id: str, blob: bytes) -> Sealed:
 
 def unseal(cipher: Cipher, account_id: str, sealed: Sealed) -> bytes:
     """The credentials, or ``CredentialsCorrupt`` if the checksum or decryption fails."""
-    if not hmac.compare_digest(checksum(sealed.ciphertext), sealed.checksum):
+    # Compared as bytes: a damaged header may hold any text, and compare_digest refuses
+    # non-ASCII strings with a TypeError instead of answering "different".
+    stored = sealed.checksum.encode("utf-8", "replace")
+    if not hmac.compare_digest(checksum(sealed.ciphertext).encode(), stored):
         raise CredentialsCorrupt("stored credentials fail their checksum")
     return cipher.decrypt(sealed.ciphertext, context=account_id)
