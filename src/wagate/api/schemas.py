@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    model_validator,
+)
 
 from wagate.engine_events import Live
 from wagate.models import Account, LinkAttempt, Workspace
@@ -23,6 +31,58 @@ Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, ma
 MessageText = Annotated[str, Field(min_length=1, max_length=4096, examples=["Hello from wagate"])]
 
 
+def example(*values: dict[str, JsonValue]) -> ConfigDict:
+    """OpenAPI examples of a model: every route documents its bodies and answers with one."""
+    return ConfigDict(json_schema_extra={"examples": list(values)})
+
+
+_WORKSPACE: dict[str, JsonValue] = {
+    "id": "9a7e4c2b-1d3f-4e5a-b6c7-d8e9f0a1b2c3",
+    "name": "Acme CRM",
+    "webhook_url": "https://crm.example/hooks",
+    "webhook_format": "wagate",
+    "link_policy": "replace",
+    "created_at": "2026-01-01T12:00:00Z",
+}
+_ACCOUNT: dict[str, JsonValue] = {
+    "id": "0b6d3c1e-5a0b-4c55-8f0e-0b4e4a6f2d10",
+    "workspace_id": "9a7e4c2b-1d3f-4e5a-b6c7-d8e9f0a1b2c3",
+    "label": "Sales line",
+    "provider": "web",
+    "status": "connected",
+    "status_reason": None,
+    "phone": "5511999990000",
+    "jid": "5511999990000:12@s.whatsapp.net",
+    "linked_at": "2026-01-01T12:00:00Z",
+    "last_seen_at": "2026-01-01T12:00:00Z",
+    "created_at": "2026-01-01T12:00:00Z",
+}
+_ATTEMPT: dict[str, JsonValue] = {
+    "id": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+    "account_id": "0b6d3c1e-5a0b-4c55-8f0e-0b4e4a6f2d10",
+    "method": "code",
+    "state": "open",
+    "started_at": "2026-01-01T12:00:00Z",
+    "first_qr_at": "2026-01-01T12:00:00Z",
+    "qr_count": 0,
+    "paired_at": None,
+    "connected_at": None,
+    "ended_at": None,
+    "outcome": None,
+    "reason": None,
+    "pair_code": "ABCD-1234",
+}
+_EVENT: dict[str, JsonValue] = {
+    "id": 42,
+    "type": "account.status",
+    "created_at": "2026-01-01T12:00:00.000000+00:00",
+    "workspace_id": "9a7e4c2b-1d3f-4e5a-b6c7-d8e9f0a1b2c3",
+    "account_id": "0b6d3c1e-5a0b-4c55-8f0e-0b4e4a6f2d10",
+    "seq": 3,
+    "data": {"from": "pairing", "status": "connected", "reason": None},
+}
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -33,16 +93,22 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    model_config = example({"error": {"code": "not_found", "message": "account not found"}})
+
     error: ErrorDetail
 
 
 class WorkspaceCreate(Strict):
+    model_config = example({"name": "Acme CRM", "webhook_url": "https://crm.example/hooks"})
+
     name: Label = Field(examples=["Acme CRM"])
     webhook_url: AnyHttpUrl | None = Field(default=None, examples=["https://crm.example/hooks"])
 
 
 class WorkspaceUpdate(Strict):
     """Only the fields sent change; ``webhook_url: null`` turns webhooks off."""
+
+    model_config = example({"webhook_format": "wagate", "link_policy": "replace"})
 
     webhook_url: AnyHttpUrl | None = Field(default=None, examples=["https://crm.example/hooks"])
     webhook_format: Literal["wagate", "blazz"] | None = None
@@ -57,6 +123,8 @@ class WorkspaceUpdate(Strict):
 
 
 class WorkspaceOut(BaseModel):
+    model_config = example(_WORKSPACE)
+
     id: str
     name: str
     webhook_url: str | None
@@ -77,11 +145,17 @@ class WorkspaceOut(BaseModel):
 
 
 class WorkspaceCreated(WorkspaceOut):
+    model_config = example(
+        {**_WORKSPACE, "api_key": "wg_Zk3qP9aB...", "webhook_secret": "whsec_..."}
+    )
+
     api_key: str = Field(description="Shown once; store it now.")
     webhook_secret: str = Field(description="Shown once; verifies webhook signatures.")
 
 
 class AccountCreate(Strict):
+    model_config = example({"label": "Sales line"})
+
     label: Label = Field(examples=["Sales line"])
     workspace_id: str | None = Field(
         default=None, max_length=36, description="Only with the admin key: the target workspace."
@@ -89,6 +163,8 @@ class AccountCreate(Strict):
 
 
 class AccountOut(BaseModel):
+    model_config = example(_ACCOUNT)
+
     id: str
     workspace_id: str
     label: str
@@ -119,6 +195,8 @@ class AccountOut(BaseModel):
 
 
 class LinkRequest(Strict):
+    model_config = example({"method": "qr"}, {"method": "code", "phone": "5511999990000"})
+
     method: Literal["qr", "code"] = Field(examples=["qr"])
     phone: Phone | None = Field(default=None, description="Required for method 'code'.")
 
@@ -132,6 +210,8 @@ class LinkRequest(Strict):
 
 
 class AttemptOut(BaseModel):
+    model_config = example(_ATTEMPT)
+
     id: str
     account_id: str
     method: str
@@ -169,6 +249,15 @@ class AttemptOut(BaseModel):
 
 
 class QrOut(BaseModel):
+    model_config = example(
+        {
+            "attempt_id": "0b6d3c1e-5a0b-4c55-8f0e-0b4e4a6faa11",
+            "code": "2@Xq3...,Ab9...,Cd7...,Ef5...",
+            "index": 0,
+            "expires_at": "2026-01-01T12:00:00Z",
+        }
+    )
+
     attempt_id: str
     code: str = Field(description="The QR payload; render it or use ?format=png|svg|txt.")
     index: int = Field(description="0 for the first code of the attempt, up to 5.")
@@ -176,26 +265,39 @@ class QrOut(BaseModel):
 
 
 class ScanRequest(Strict):
+    model_config = example(
+        {"code": "2@Xq3...,Ab9...,Cd7...,Ef5...", "phone": "5511999990000"},
+        {"code": "ABCD-1234", "phone": "5511999990000"},
+    )
+
     code: str = Field(min_length=1, max_length=1024, description="The QR string or pairing code.")
     phone: Phone
 
 
 class SimMessageRequest(Strict):
+    model_config = example({"from": "5511988887777", "to": "5511999990000", "text": "Hello!"})
+
     sender: Phone = Field(alias="from", description="The simulated phone that sends.")
     to: Phone = Field(description="The number of the linked account that receives.")
     text: MessageText
 
 
 class ScanOut(BaseModel):
+    model_config = example({"result": "linked"})
+
     result: Literal["linked", "expired_code", "try_again_later", "invalid_code", "wrong_phone"]
 
 
 class Health(BaseModel):
+    model_config = example({"status": "ok"})
+
     status: Literal["ok"]
 
 
 class EventOut(BaseModel):
     """An event's envelope (contract), the same in webhooks, polling and SSE."""
+
+    model_config = example(_EVENT)
 
     id: int
     type: str = Field(examples=["account.status"])
@@ -208,11 +310,15 @@ class EventOut(BaseModel):
 
 
 class EventPage(BaseModel):
+    model_config = example({"events": [_EVENT], "next_after": 42})
+
     events: list[EventOut]
     next_after: int = Field(description="Pass as ``after`` to read on.")
 
 
 class FaultsRequest(Strict):
+    model_config = example({"phone": "5511999990000", "outage": True})
+
     phone: Phone | None = Field(default=None, description="Omit to change the global faults.")
     outage: bool | None = None
     expire_scans: bool | None = None
@@ -222,6 +328,17 @@ class FaultsRequest(Strict):
 
 
 class FaultsOut(BaseModel):
+    model_config = example(
+        {
+            "phone": "5511999990000",
+            "outage": True,
+            "expire_scans": False,
+            "logout_after_pair": False,
+            "slow_pairing": 0.0,
+            "flapping": False,
+        }
+    )
+
     phone: str | None
     outage: bool
     expire_scans: bool
@@ -231,4 +348,6 @@ class FaultsOut(BaseModel):
 
 
 class DevicesOut(BaseModel):
+    model_config = example({"devices": 1})
+
     devices: int = Field(description="Linked devices of the phone that were affected.")

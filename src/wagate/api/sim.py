@@ -1,12 +1,15 @@
 """Simulator controls (engine ``sim``): phones scan codes, type pairing codes, log out, lose the
-network; faults are switched on and off. Any valid key may use them: they act on the simulator."""
+network; faults are switched on and off. Any valid key may use them: they act on the simulator,
+and a phone's actions (log out, network flap, a message) reach only the caller's workspace."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 
 from fastapi import APIRouter
+from sqlalchemy import select
 
+from wagate.accounts import Caller
 from wagate.api.deps import CallerDep, GatewayDep
 from wagate.api.schemas import (
     DevicesOut,
@@ -20,6 +23,8 @@ from wagate.api.schemas import (
 )
 from wagate.engines.sim import SimEngine
 from wagate.errors import NotFound
+from wagate.gateway import Gateway
+from wagate.models import Account
 
 router = APIRouter(
     prefix="/v1/sim",
@@ -36,6 +41,16 @@ def _sim(gateway: GatewayDep) -> SimEngine:
     if not isinstance(engine, SimEngine):
         raise NotFound("the simulator routes exist only with the sim engine")
     return engine
+
+
+async def _reachable(gateway: Gateway, caller: Caller) -> set[str] | None:
+    """The accounts a simulated phone may reach for this caller: a workspace key touches only
+    its own workspace's devices (the admin key, all), so no tenant can disturb another."""
+    if caller.is_admin:
+        return None
+    query = select(Account.id).where(Account.workspace_id == caller.workspace_id)
+    async with gateway.db.read_sessions() as session:
+        return set((await session.execute(query)).scalars())
 
 
 @router.post("/scan", response_model=ScanOut)
@@ -67,16 +82,20 @@ async def incoming_message(
 ) -> DevicesOut:
     """A simulated phone (``from``) sends a text to a number (``to``); every account linked to
     that number receives it as ``message.received``."""
-    return DevicesOut(devices=_sim(gateway).server.incoming(body.sender, body.to, body.text))
+    only = await _reachable(gateway, caller)
+    server = _sim(gateway).server
+    return DevicesOut(devices=server.incoming(body.sender, body.to, body.text, only))
 
 
 @router.post("/phones/{phone}/logout", response_model=DevicesOut)
 async def phone_logout(phone: Phone, caller: CallerDep, gateway: GatewayDep) -> DevicesOut:
     """The phone logs out every linked device (Settings → Linked devices → Log out)."""
-    return DevicesOut(devices=_sim(gateway).server.phone_logout(phone))
+    only = await _reachable(gateway, caller)
+    return DevicesOut(devices=_sim(gateway).server.phone_logout(phone, only))
 
 
 @router.post("/phones/{phone}/flap", response_model=DevicesOut)
 async def phone_flap(phone: Phone, caller: CallerDep, gateway: GatewayDep) -> DevicesOut:
     """The network of every device linked to the phone drops once; they reconnect."""
-    return DevicesOut(devices=_sim(gateway).server.network_flap(phone))
+    only = await _reachable(gateway, caller)
+    return DevicesOut(devices=_sim(gateway).server.network_flap(phone, only))

@@ -14,6 +14,7 @@ import json
 import logging
 import secrets
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -186,18 +187,21 @@ class SimServer:
         link.outcome.set_result(("linked", phone))
         return ScanResult.LINKED
 
-    def phone_logout(self, phone: str) -> int:
-        """The phone removes its linked devices (Settings → Linked devices → Log out)."""
-        return self._engine().drop_phone(phone, logout=True)
+    def phone_logout(self, phone: str, only: Collection[str] | None = None) -> int:
+        """The phone removes its linked devices (Settings → Linked devices → Log out).
+        ``only``: the account ids that may be reached (the caller's workspace); None for all."""
+        return self._engine().drop_phone(phone, logout=True, only=only)
 
-    def network_flap(self, phone: str) -> int:
+    def network_flap(self, phone: str, only: Collection[str] | None = None) -> int:
         """The connection of every device linked to ``phone`` drops once."""
-        return self._engine().drop_phone(phone, logout=False)
+        return self._engine().drop_phone(phone, logout=False, only=only)
 
-    def incoming(self, phone_from: str, to_phone: str, text: str) -> int:
+    def incoming(
+        self, phone_from: str, to_phone: str, text: str, only: Collection[str] | None = None
+    ) -> int:
         """``phone_from`` sends ``text`` to the number ``to_phone``: every device linked to it
         receives the message. Returns how many did."""
-        return self._engine().receive(phone_from, to_phone, text)
+        return self._engine().receive(phone_from, to_phone, text, only)
 
     def _engine(self) -> SimEngine:
         if self.engine is None:
@@ -287,8 +291,10 @@ class SimEngine:
         self._tasks.spawn(self._acknowledge(account_id, wa_id), name=f"ack:{account_id}")
         return wa_id
 
-    def receive(self, phone_from: str, to_phone: str, text: str) -> int:
-        sessions = [s for s in self._sessions.values() if s.phone == to_phone and s.connected]
+    def receive(
+        self, phone_from: str, to_phone: str, text: str, only: Collection[str] | None = None
+    ) -> int:
+        sessions = self._linked_to(to_phone, only)
         chat = f"{phone_from}@s.whatsapp.net"
         for session in sessions:
             wa_id = "3EB0" + secrets.token_hex(8).upper()
@@ -373,8 +379,15 @@ class SimEngine:
             await asyncio.sleep(self.server.seconds(RECONNECT.delay(attempt)))
         self._mark_connected(account_id, phone)
 
-    def drop_phone(self, phone: str, *, logout: bool) -> int:
-        sessions = [s for s in self._sessions.values() if s.phone == phone and s.connected]
+    def _linked_to(self, phone: str, only: Collection[str] | None) -> list[_Session]:
+        return [
+            s
+            for s in self._sessions.values()
+            if s.phone == phone and s.connected and (only is None or s.account_id in only)
+        ]
+
+    def drop_phone(self, phone: str, *, logout: bool, only: Collection[str] | None = None) -> int:
+        sessions = self._linked_to(phone, only)
         for session in sessions:
             self._drop(session, logout=logout)
         return len(sessions)
