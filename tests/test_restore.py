@@ -39,7 +39,7 @@ class CountingSim(SimEngine):
             self.in_flight -= 1
 
 
-async def seed(settings: Settings) -> list[str]:
+async def seed(settings: Settings, count: int = COUNT) -> list[str]:
     gateway = Gateway(settings)
     await gateway.open()
     try:
@@ -56,7 +56,7 @@ async def seed(settings: Settings) -> list[str]:
                     phone=f"55118{n:08d}",
                     jid=f"55118{n:08d}:1@s.whatsapp.net",
                 )
-                for n in range(COUNT)
+                for n in range(count)
             ]
             session.add_all(accounts)
             await session.flush()
@@ -64,7 +64,7 @@ async def seed(settings: Settings) -> list[str]:
 
         ids: list[str] = await gateway.db.run(work)
         assert gateway.auth is not None
-        for account_id, n in zip(ids, range(COUNT), strict=True):
+        for account_id, n in zip(ids, range(count), strict=True):
             blob = json.dumps({"phone": f"55118{n:08d}"}).encode()
             await gateway.auth.save(account_id, blob)
         return ids
@@ -107,5 +107,38 @@ async def test_restore_500_accounts_concurrent_and_bounded(  # type: ignore[no-u
         [summary] = [r for r in caplog.records if r.getMessage() == "restore finished"]
         assert summary.restored == COUNT and summary.failed == {}  # type: ignore[attr-defined]
         assert summary.seconds > 0  # type: ignore[attr-defined]
+    finally:
+        await gateway.close()
+
+
+async def test_store_outage_at_restore_parks_accounts_without_logging_out(  # type: ignore[no-untyped-def]
+    fresh_database_url, tmp_path: Path
+) -> None:
+    from wagate.errors import StoreUnavailable
+
+    settings = Settings(
+        database_url=await fresh_database_url("sqlite"),
+        engine="sim",
+        data_dir=tmp_path,
+        admin_key="k",
+    )
+    ids = await seed(settings, count=1)
+    gateway = Gateway(settings)
+    await gateway.open()
+    try:
+        assert gateway.sessions is not None and gateway.auth is not None
+        await asyncio.wait_for(gateway.sessions.restored.wait(), 60)
+
+        async def unavailable(account_id: str) -> bytes | None:
+            raise StoreUnavailable("down")
+
+        gateway.auth.load = unavailable  # type: ignore[method-assign]
+        from wagate import lifecycle
+
+        assert await lifecycle.reopen(gateway.sessions, ids[0]) == "store_unavailable"
+        async with gateway.db.sessions() as session:
+            account = await session.get(Account, ids[0])
+            assert account is not None
+            assert (account.status, account.status_reason) == ("stopped", "store_unavailable")
     finally:
         await gateway.close()

@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
+from typing import NamedTuple
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,6 +47,23 @@ def classify(status: int | None, exc: BaseException | None) -> str | None:
     if 400 <= status < 500:
         return "http_4xx"
     return "http_5xx" if 500 <= status < 600 else "other"
+
+
+class _Settle(NamedTuple):
+    delivery_id: str
+    now: datetime
+    status: int | None
+    error: str | None
+    retry_at: datetime | None
+
+
+async def _settle_all(batch: list[_Settle], session: AsyncSession) -> list[str]:
+    return [
+        await deliveries.settle(
+            session, v.delivery_id, now=v.now, status=v.status, error=v.error, retry_at=v.retry_at
+        )
+        for v in batch
+    ]
 
 
 class Dispatcher:
@@ -82,6 +100,10 @@ class Dispatcher:
         self._loop_task = BackgroundTasks("webhooks")
         self._sending = BackgroundTasks("webhook-deliveries")
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        # Settled results wait here and are committed together: one transaction per batch
+        # instead of one per request (a group commit), which the single SQLite writer needs.
+        self._settles: list[tuple[_Settle, asyncio.Future[str]]] = []
+        self._flusher: asyncio.Task[None] | None = None
         self._stopping = False
         self._closed = False
 
@@ -170,11 +192,7 @@ class Dispatcher:
         retry_at = None
         if error is not None and not final and job.attempts < self.max_attempts:
             retry_at = now + timedelta(seconds=self.backoff.delay(job.attempts))
-        result = await self.db.run(
-            lambda s: deliveries.settle(
-                s, job.delivery_id, now=now, status=status, error=error, retry_at=retry_at
-            )
-        )
+        result = await self._store(_Settle(job.delivery_id, now, status, error, retry_at))
         if self.metrics is not None:
             self.metrics.observe_delivery(result, time.monotonic() - started)
         if error is not None and not final:
@@ -189,6 +207,28 @@ class Dispatcher:
                     "result": result,
                 },
             )
+
+    async def _store(self, values: _Settle) -> str:
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._settles.append((values, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = self._sending.spawn(self._flush(), name="settle")
+        return await done
+
+    async def _flush(self) -> None:
+        while self._settles:
+            batch, self._settles = self._settles, []
+
+            try:
+                results = await self.db.run(partial(_settle_all, [v for v, _ in batch]))
+            except Exception as exc:  # each waiting request sees the failure as its own
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for (_, done), result in zip(batch, results, strict=True):
+                if not done.done():
+                    done.set_result(result)
 
     async def close(self, drain: float = 2.0) -> None:
         """Stop claiming; let requests in flight finish for up to ``drain`` seconds; the rest

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from wagate.accounts import Caller, change_status
 from wagate.engine_events import Ctx, end
-from wagate.errors import Conflict, CredentialsCorrupt, WagateError
+from wagate.errors import Conflict, CredentialsCorrupt, StoreUnavailable, WagateError
 from wagate.linking import end_attempt
 from wagate.models import Account
 from wagate.outbox import EventType, record
@@ -145,6 +145,10 @@ async def reconnect(mgr: SessionManager, account_id: str) -> str | None:
     except CredentialsCorrupt:
         await credentials_lost(mgr, account_id, "credentials_corrupt")
         return "credentials_corrupt"
+    except StoreUnavailable:
+        # The credentials may be fine: park the account for a later start, never log it out.
+        await _park(mgr, account_id, "store_unavailable")
+        return "store_unavailable"
     if blob is None:
         await credentials_lost(mgr, account_id, "credentials_missing")
         return "credentials_missing"
@@ -180,3 +184,12 @@ async def _engine_failed(mgr: SessionManager, account_id: str) -> None:
             change_status(ctx.session, ctx.account, S.FAILED, "engine_error", now=ctx.now)
 
     await mgr.transact(account_id, act)
+
+
+async def _park(mgr: SessionManager, account_id: str, reason: str) -> None:
+    async def act(ctx: Ctx) -> None:
+        if ctx.status in (S.CONNECTED, S.RECONNECTING):
+            change_status(ctx.session, ctx.account, S.STOPPED, reason, now=ctx.now)
+
+    await mgr.transact(account_id, act)
+    log.warning("credential store unavailable", extra={"account_id": account_id})

@@ -27,7 +27,7 @@ from wagate.engines.base import (
     Engine,
     EngineEvent,
 )
-from wagate.errors import EngineTimeout, EngineUnavailable, NoOpenAttempt, WagateError
+from wagate.errors import EngineTimeout, EngineUnavailable, NoOpenAttempt, NotFound, WagateError
 from wagate.linking import abandon_link, open_attempt, open_attempt_of
 from wagate.metrics import Metrics, run_counted
 from wagate.models import Account, LinkAttempt, utcnow
@@ -305,7 +305,13 @@ class SessionManager:
             self.metrics.engine_event(type(event).__name__)
         if isinstance(event, CredentialsUpdated):
             if self.auth is not None:
-                await self.auth.save(account_id, event.blob)
+                try:
+                    await self.auth.save(account_id, event.blob)
+                except NotFound:  # deleted a moment ago: nothing left to keep them for
+                    log.debug(
+                        "credentials for a deleted account dropped",
+                        extra={"account_id": account_id},
+                    )
             return
         handler = HANDLERS.get(type(event))
         if handler is None:
