@@ -73,6 +73,13 @@ async def send(
             return message
         try:
             wa_id = await manager.call(manager.engine.send_text(account_id, to, text))
+        except EngineUnavailable as exc:
+            # The session dropped before the database heard of it (a reconnect under way):
+            # nothing was sent, so nothing is kept and the client_ref stays free.
+            await manager.db.run(lambda s: _forget(s, message.id))
+            raise Conflict(
+                "the account's session is not connected right now; retry when it is"
+            ) from exc
         except Exception as exc:
             await manager.db.run(lambda s: _fail(s, message.id, "engine_error"))
             log.warning(
@@ -110,6 +117,12 @@ async def _store_wa_id(session: AsyncSession, message_id: str, wa_id: str) -> Me
     message.updated_at = utcnow()
     await session.flush()
     return message
+
+
+async def _forget(session: AsyncSession, message_id: str) -> None:
+    message = await session.get(Message, message_id)
+    if message is not None:
+        await session.delete(message)
 
 
 async def _fail(session: AsyncSession, message_id: str, reason: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -22,8 +23,14 @@ from wagate.api import (
     workspaces,
 )
 from wagate.api.limits import BodyLimit
+from wagate.api.schemas import ErrorBody
 from wagate.config import Settings
 from wagate.gateway import Gateway
+
+# Documents the one error body for 422 too (FastAPI's default names a shape wagate never sends).
+VALIDATION: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorBody, "description": "Invalid input"}
+}
 
 
 def create_app(
@@ -55,7 +62,7 @@ def create_app(
     errors.install(app)
     app.add_middleware(BodyLimit)
     for module in (workspaces, accounts, events, deliveries, funnel, sim, health, metrics):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=VALIDATION)
     for module in (keys, messages):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=VALIDATION)
     return app

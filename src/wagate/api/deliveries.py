@@ -6,12 +6,12 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, JsonValue
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wagate import deliveries
 from wagate.api.deps import CallerDep, GatewayDep, SessionDep
-from wagate.api.schemas import ErrorBody
+from wagate.api.schemas import MAX_EVENT_ID, ErrorBody, example
 from wagate.models import WebhookDelivery
 
 router = APIRouter(
@@ -26,8 +26,26 @@ router = APIRouter(
 DeliveryStatus = Literal["pending", "delivered", "dead"]
 
 
+_DELIVERY: dict[str, JsonValue] = {
+    "id": "3f2b8c1a-6d4e-4f5a-9b7c-1e2d3f4a5b6c",
+    "event_id": 42,
+    "event_type": "account.status",
+    "workspace_id": "9a7e4c2b-1d3f-4e5a-b6c7-d8e9f0a1b2c3",
+    "account_id": "0b6d3c1e-5a0b-4c55-8f0e-0b4e4a6f2d10",
+    "status": "pending",
+    "attempts": 2,
+    "next_attempt_at": "2026-01-01T12:00:04Z",
+    "last_status": 503,
+    "last_error": "http_5xx",
+    "delivered_at": None,
+    "created_at": "2026-01-01T12:00:00Z",
+}
+
+
 class DeliveryOut(BaseModel):
     """One event's delivery to its workspace's webhook URL."""
+
+    model_config = example(_DELIVERY)
 
     id: str
     event_id: int = Field(description="Also the X-Wagate-Delivery header of every attempt.")
@@ -64,6 +82,8 @@ class DeliveryOut(BaseModel):
 
 
 class DeliveryPage(BaseModel):
+    model_config = example({"deliveries": [_DELIVERY], "next_after": 42})
+
     deliveries: list[DeliveryOut]
     next_after: int = Field(description="Pass as ``after`` to read on.")
 
@@ -73,7 +93,10 @@ async def list_deliveries(
     caller: CallerDep,
     session: SessionDep,
     status: Annotated[DeliveryStatus | None, Query()] = None,
-    after: Annotated[int, Query(ge=0, description="The last event id seen; 0 from the start.")] = 0,
+    after: Annotated[
+        int,
+        Query(ge=0, le=MAX_EVENT_ID, description="The last event id seen; 0 from the start."),
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> DeliveryPage:
     """Deliveries in event order: a workspace key sees its own, the admin key all."""

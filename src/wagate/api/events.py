@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from wagate import events
 from wagate.accounts import get_account
 from wagate.api.deps import CallerDep, GatewayDep, SessionDep
-from wagate.api.schemas import ErrorBody, EventPage
+from wagate.api.schemas import MAX_EVENT_ID, ErrorBody, EventPage
 from wagate.errors import InvalidInput
 from wagate.gateway import Gateway
 from wagate.outbox import envelope
@@ -39,7 +39,10 @@ router = APIRouter(
 async def poll(
     caller: CallerDep,
     session: SessionDep,
-    after: Annotated[int, Query(ge=0, description="The last event id seen; 0 from the start.")] = 0,
+    after: Annotated[
+        int,
+        Query(ge=0, le=MAX_EVENT_ID, description="The last event id seen; 0 from the start."),
+    ] = 0,
     account_id: Annotated[str | None, Query(max_length=36)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:
@@ -62,7 +65,9 @@ async def stream(
     caller: CallerDep,
     gateway: GatewayDep,
     last_event_id: Annotated[str | None, Header()] = None,
-    after: Annotated[int | None, Query(ge=0, description="Replay from this event id.")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_EVENT_ID, description="Replay from this event id.")
+    ] = None,
 ) -> StreamingResponse:
     """Every event of the account as Server-Sent Events (``id``, ``event``, ``data``).
 
@@ -88,7 +93,7 @@ def _cursor(last_event_id: str | None, after: int | None) -> int | None:
         value = int(last_event_id)
     except ValueError:
         raise InvalidInput("Last-Event-ID must be an event id") from None
-    if value < 0:
+    if not 0 <= value <= MAX_EVENT_ID:
         raise InvalidInput("Last-Event-ID must be an event id")
     return value
 

@@ -18,7 +18,32 @@ router = APIRouter(
 )
 
 
-@router.get("/v1/funnel")
+_EXAMPLE = {
+    "unit": "link_attempt",
+    "attempts": 40,
+    "open": 1,
+    "ended": 39,
+    "first_code_shown": 38,
+    "paired": 30,
+    "connected": 28,
+    "success_rate": 0.718,
+    "qr_codes": 95,
+    "qr_codes_per_attempt": 2.375,
+    "time_to_link_seconds": {"p50": 21.4, "p90": 58.0},
+    "outcomes": {"cancelled": 3, "expired": 6, "failed": 2, "linked": 28},
+    "reasons": {
+        "cancelled": {"cancelled": 3},
+        "expired": {"link_expired": 6},
+        "failed": {"server_unavailable": 2},
+        "linked": {"none": 28},
+    },
+}
+
+
+@router.get(
+    "/v1/funnel",
+    responses={200: {"content": {"application/json": {"example": _EXAMPLE}}}},
+)
 async def get_funnel(
     caller: CallerDep,
     session: SessionDep,

@@ -1,7 +1,9 @@
-"""A limit on request bodies, counted on the bytes that actually arrive.
+"""What a request may carry, checked before any route sees it.
 
-``Content-Length`` can be absent (chunked uploads) or wrong, so the middleware counts what the
-application reads; a body over the limit is answered 413 with the usual error body.
+- The body: at most 64 KiB, counted on the bytes that actually arrive — ``Content-Length`` can be
+  absent (chunked uploads) or wrong — and answered 413 with the usual error body.
+- The URL: no NUL character in the path or the query. No id or parameter contains one, and
+  PostgreSQL refuses it in any text, so it is a 422 here rather than a driver error later.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class BodyTooLarge(HTTPException):
 
 
 class BodyLimit:
-    """ASGI middleware: at most ``limit`` bytes of request body."""
+    """ASGI middleware: at most ``limit`` bytes of request body, and no NUL in the URL."""
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
         self.app = app
@@ -32,6 +34,10 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if _has_nul(scope):
+            response = error_response(422, "validation_error", "the URL contains a NUL character")
+            await response(scope, receive, send)
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.limit:
@@ -68,6 +74,11 @@ class BodyLimit:
         )
         response.headers["Connection"] = "close"
         await response(scope, receive, send)
+
+
+def _has_nul(scope: Scope) -> bool:
+    raw = (scope.get("raw_path") or scope["path"].encode()) + b"?" + scope["query_string"]
+    return b"\x00" in raw or b"%00" in raw or b"\x00" in scope["path"].encode()
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from wagate import messaging
 from wagate.api.deps import CallerDep, ManagerDep, SessionDep
-from wagate.api.schemas import ErrorBody, MessageText
+from wagate.api.schemas import NO_NUL, ErrorBody, MessageText
 from wagate.models import Message
 
 Recipient = Annotated[
@@ -39,6 +39,7 @@ class MessageCreate(BaseModel):
         default=None,
         min_length=1,
         max_length=100,
+        pattern=NO_NUL,
         description="Your idempotency key: the same value returns the first message again.",
         examples=["order-1042"],
     )

@@ -6,12 +6,14 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
     Field,
     JsonValue,
     StringConstraints,
+    UrlConstraints,
     model_validator,
 )
 
@@ -26,9 +28,26 @@ Phone = Annotated[
         examples=["5511999990000"],
     ),
 ]
-Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+def _fits_column(url: AnyHttpUrl) -> AnyHttpUrl:
+    # Measured once encoded: "é" in a path becomes "%C3%A9", six characters for one.
+    if len(str(url)) > 2048:
+        raise ValueError("URL longer than 2048 characters (once percent-encoded)")
+    return url
+
+
+WebhookUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2048), AfterValidator(_fits_column)]
+# PostgreSQL text cannot hold NUL: refused here as a 422, never a driver error (a 500).
+NO_NUL = r"^[^\x00]*$"
+Label = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_NUL),
+]
 # WhatsApp's own limit for a text message body (Cloud API: 4096 characters).
-MessageText = Annotated[str, Field(min_length=1, max_length=4096, examples=["Hello from wagate"])]
+MessageText = Annotated[
+    str, Field(min_length=1, max_length=4096, pattern=NO_NUL, examples=["Hello from wagate"])
+]
 
 
 def example(*values: dict[str, JsonValue]) -> ConfigDict:
@@ -83,6 +102,10 @@ _EVENT: dict[str, JsonValue] = {
 }
 
 
+# Event ids are 64-bit on every backend: a larger cursor is a 422, never an overflow in the driver.
+MAX_EVENT_ID = 2**63 - 1
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -102,7 +125,7 @@ class WorkspaceCreate(Strict):
     model_config = example({"name": "Acme CRM", "webhook_url": "https://crm.example/hooks"})
 
     name: Label = Field(examples=["Acme CRM"])
-    webhook_url: AnyHttpUrl | None = Field(default=None, examples=["https://crm.example/hooks"])
+    webhook_url: WebhookUrl | None = Field(default=None, examples=["https://crm.example/hooks"])
 
 
 class WorkspaceUpdate(Strict):
@@ -110,7 +133,7 @@ class WorkspaceUpdate(Strict):
 
     model_config = example({"webhook_format": "wagate", "link_policy": "replace"})
 
-    webhook_url: AnyHttpUrl | None = Field(default=None, examples=["https://crm.example/hooks"])
+    webhook_url: WebhookUrl | None = Field(default=None, examples=["https://crm.example/hooks"])
     webhook_format: Literal["wagate", "blazz"] | None = None
     link_policy: Literal["replace", "reject"] | None = None
 
@@ -158,7 +181,11 @@ class AccountCreate(Strict):
 
     label: Label = Field(examples=["Sales line"])
     workspace_id: str | None = Field(
-        default=None, max_length=36, description="Only with the admin key: the target workspace."
+        default=None,
+        min_length=1,
+        max_length=36,
+        pattern=NO_NUL,
+        description="Only with the admin key: the target workspace.",
     )
 
 
@@ -270,7 +297,12 @@ class ScanRequest(Strict):
         {"code": "ABCD-1234", "phone": "5511999990000"},
     )
 
-    code: str = Field(min_length=1, max_length=1024, description="The QR string or pairing code.")
+    code: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=NO_NUL,
+        description="The QR string or pairing code.",
+    )
     phone: Phone
 
 
