@@ -72,7 +72,14 @@ async def read_account(account_id: str, caller: CallerDep, session: SessionDep) 
     "/{account_id}/link",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=AttemptOut,
-    responses={409: {"model": ErrorBody, "description": "The account is already linked"}},
+    responses={
+        409: {"model": ErrorBody, "description": "The account is already linked"},
+        429: {
+            "model": ErrorBody,
+            "description": "Too many new link attempts (account or workspace); see Retry-After",
+            "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+        },
+    },
 )
 async def link(
     account_id: str, body: LinkRequest, caller: CallerDep, manager: ManagerDep

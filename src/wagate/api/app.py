@@ -27,9 +27,11 @@ from wagate.api.schemas import ErrorBody
 from wagate.config import Settings
 from wagate.gateway import Gateway
 
-# Documents the one error body for 422 too (FastAPI's default names a shape wagate never sends).
+# Documents the one error body for 422 too (FastAPI's default names a shape wagate never sends),
+# and the body limit every route shares (wagate.api.limits).
 VALIDATION: dict[int | str, dict[str, Any]] = {
-    422: {"model": ErrorBody, "description": "Invalid input"}
+    413: {"model": ErrorBody, "description": "Request body over 64 KiB"},
+    422: {"model": ErrorBody, "description": "Invalid input"},
 }
 
 
