@@ -7,6 +7,9 @@ import time
 from typing import Any
 
 from tests.apiclient import ApiClient, Tenant
+from wagate import messaging
+from wagate.accounts import Caller
+from wagate.sessions import SessionManager
 
 PHONE = "5511999990101"
 FRIEND = "5511988887777"
@@ -163,3 +166,29 @@ async def test_message_bad_input_and_scoping(gateway_factory, fresh_database_url
         assert r.status_code == 404, r.text
     r = await _send(api, other, account["id"], to=FRIEND, text="x")
     assert r.status_code == 404, r.text
+
+
+async def test_client_ref_race_between_two_processes(api: ApiClient) -> None:
+    """Another process's SessionManager (its own locks, the same database) takes the same
+    client_ref at the same moment: the database's unique key decides, and every caller gets the
+    one message."""
+    tenant = await api.tenant()
+    account = await api.account(tenant)
+    await api.link_phone(tenant, account["id"], PHONE)
+    assert api.app is not None
+    gateway = api.app.state.gateway
+    elsewhere = SessionManager(gateway.db, gateway.engine)
+    caller = Caller(key_id=None, workspace_id=tenant.id)
+    for round_ in range(3):
+        ref = f"race-{round_}"
+        over_http = [
+            _send(api, tenant, account["id"], to=FRIEND, text="x", client_ref=ref) for _ in range(2)
+        ]
+        direct = [
+            messaging.send(elsewhere, caller, account["id"], FRIEND, "x", client_ref=ref)
+            for _ in range(2)
+        ]
+        answers = await asyncio.gather(*over_http, *direct)
+        assert [r.status_code for r in answers[:2]] == [202, 202], [r.text for r in answers[:2]]
+        ids = {r.json()["id"] for r in answers[:2]} | {m.id for m in answers[2:]}
+        assert len(ids) == 1, ids
