@@ -24,15 +24,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gateway import Gateway, admin_headers  # noqa: E402
 
 
-async def run(accounts: int, seconds: float, concurrency: int,
-              database_url: str | None) -> dict[str, object]:
+async def run(
+    accounts: int, seconds: float, concurrency: int, database_url: str | None
+) -> dict[str, object]:
     gateway = Gateway(Path(tempfile.mkdtemp(prefix="wagate-bench-")), database_url)
     gateway.start()
     try:
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30.0, limits=limits) as http:
-            workspace = (await http.post("/v1/workspaces", json={"name": "bench"},
-                                         headers=admin_headers())).json()
+            workspace = (
+                await http.post("/v1/workspaces", json={"name": "bench"}, headers=admin_headers())
+            ).json()
             auth = {"Authorization": f"Bearer {workspace['api_key']}"}
             ids = []
             for n in range(accounts):

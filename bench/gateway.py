@@ -43,6 +43,9 @@ class Gateway:
             "WAGATE_ADMIN_KEY": ADMIN_KEY,
             "WAGATE_PORT": str(self.port),
             "WAGATE_LOG_LEVEL": "WARNING",
+            # One workspace links thousands of accounts here: lift the link rate limits.
+            "WAGATE_LINK_RATE_PER_ACCOUNT": "100000/h",
+            "WAGATE_LINK_RATE_PER_WORKSPACE": "1000000/h",
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None
@@ -54,7 +57,9 @@ class Gateway:
         self.started_at = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "wagate", "serve", "--engine", "sim"],
-            env=self.env, stdout=log, stderr=log,
+            env=self.env,
+            stdout=log,
+            stderr=log,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -28,8 +28,9 @@ async def connected_count(http: httpx.AsyncClient, auth: dict[str, str]) -> int:
     return len(r.json())
 
 
-async def wait_all_connected(http: httpx.AsyncClient, auth: dict[str, str], n: int,
-                             timeout: float) -> float:
+async def wait_all_connected(
+    http: httpx.AsyncClient, auth: dict[str, str], n: int, timeout: float
+) -> float:
     started = time.monotonic()
     while (count := await connected_count(http, auth)) < n:
         if time.monotonic() - started > timeout:
@@ -47,8 +48,9 @@ async def link_one(http: httpx.AsyncClient, auth: dict[str, str], n: int) -> Non
         if qr.status_code == 200:
             break
         await asyncio.sleep(0.1)
-    scan = await http.post("/v1/sim/scan", headers=auth,
-                           json={"code": qr.json()["code"], "phone": f"5511{n:09d}"})
+    scan = await http.post(
+        "/v1/sim/scan", headers=auth, json={"code": qr.json()["code"], "phone": f"5511{n:09d}"}
+    )
     if scan.json()["result"] != "linked":
         raise RuntimeError(f"scan answered {scan.json()['result']}")
 
@@ -58,10 +60,12 @@ async def run(accounts: int, database_url: str | None, concurrency: int) -> dict
     gateway = Gateway(workdir, database_url, WAGATE_SIM_TIME_SCALE="0.1")
     gateway.start()
     try:
-        async with httpx.AsyncClient(base_url=gateway.url, timeout=60.0,
-                                     limits=httpx.Limits(max_connections=concurrency)) as http:
-            workspace = (await http.post("/v1/workspaces", json={"name": "bench"},
-                                         headers=admin_headers())).json()
+        async with httpx.AsyncClient(
+            base_url=gateway.url, timeout=60.0, limits=httpx.Limits(max_connections=concurrency)
+        ) as http:
+            workspace = (
+                await http.post("/v1/workspaces", json={"name": "bench"}, headers=admin_headers())
+            ).json()
             auth = {"Authorization": f"Bearer {workspace['api_key']}"}
             await asyncio.sleep(1.0)
             baseline = rss_kib(gateway.pid)

@@ -37,3 +37,11 @@ def test_api_latency_bench_reports() -> None:
     report = run_bench("api_latency.py", "--accounts", "5", "--seconds", "1")
     assert report["errors"] == 0 and report["requests"] > 0
     assert report["p99_ms"] >= report["p50_ms"] > 0
+
+
+@pytest.mark.timeout(240)
+def test_pipeline_bench_reports() -> None:
+    report = run_bench("pipeline.py", "--accounts", "3", "--rounds", "1")
+    assert report["events"] == 12
+    assert report["raw_insert_commit_per_second"] > 0  # type: ignore[operator]
+    assert report["share_of_ceiling"] > 0  # type: ignore[operator]
