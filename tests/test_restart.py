@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -183,3 +184,31 @@ async def test_corrupt_credentials_log_out_that_account_only(  # type: ignore[no
         for account in accounts:
             await client.delete(f"wagate:auth:{account['id']}")
         await client.aclose()
+
+
+async def test_doctor_reads_a_real_serve_log(  # type: ignore[no-untyped-def]
+    fresh_database_url, servers, client_for, tmp_path
+) -> None:
+    """The messages wagate logs and the ones the doctor looks for are one set: a real run's
+    JSON log gives back the attempts that run made."""
+    from typer.testing import CliRunner
+
+    from wagate.cli import app
+
+    server = Server(await fresh_database_url("sqlite"), tmp_path / "data")
+    servers.append(server)
+    server.start()
+    api = client_for(server)
+    tenant = await api.tenant()
+    linked, cancelled = await api.account(tenant, "linked"), await api.account(tenant, "gone")
+    await api.link_phone(tenant, linked["id"], phone(1))
+    await api.link(tenant, cancelled["id"])
+    await api.qr(tenant, cancelled["id"])
+    await api.cancel(tenant, cancelled["id"])
+    server.terminate()
+
+    assert server.log is not None
+    result = CliRunner().invoke(app, ["doctor", "logs", str(server.log), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert (report["attempts"], report["ready"], report["qr_codes"]) == (2, 1, 2)

@@ -26,6 +26,7 @@ from wagate.config import Settings
 from wagate.crypto import Cipher
 from wagate.db import Database
 from wagate.deliveries import Job
+from wagate.logs import WagateMessage
 from wagate.metrics import Metrics
 from wagate.models import utcnow
 from wagate.outbox import envelope
@@ -197,7 +198,7 @@ class Dispatcher:
             self.metrics.observe_delivery(result, time.monotonic() - started)
         if error is not None and not final:
             log.warning(
-                "webhook delivery failed",
+                WagateMessage.WEBHOOK_FAILED,
                 extra={
                     "event_id": job.event.id,
                     "status": status,

@@ -34,6 +34,7 @@ from wagate.engines.base import (
     Replaced,
 )
 from wagate.linking import abandon_link, end_attempt, open_attempt_of, phone_holder
+from wagate.logs import WagateMessage
 from wagate.models import Account, LinkAttempt, Workspace
 from wagate.outbox import EventType, record
 from wagate.states import AccountStatus, AttemptOutcome
@@ -90,7 +91,7 @@ async def on_qr(mgr: SessionManager, ctx: Ctx, event: QrCode) -> None:
     async def show() -> None:
         live.qr = event
         log.info(
-            "qr code issued",
+            WagateMessage.QR_ISSUED,
             extra={
                 "account_id": ctx.account.id,
                 "attempt_id": attempt.id,
@@ -145,7 +146,7 @@ def end(
 
         async def note() -> None:
             log.info(
-                "link attempt ended",
+                WagateMessage.ATTEMPT_ENDED,
                 extra={
                     "account_id": ctx.account.id,
                     "attempt_id": attempt_id,
@@ -185,7 +186,9 @@ async def on_paired(mgr: SessionManager, ctx: Ctx, event: Paired) -> None:
     record(ctx.session, account, EventType.LINK_PAIRED, data, now=ctx.now)
 
     async def note() -> None:
-        log.info("phone paired", extra={"account_id": account.id, "attempt_id": attempt.id})
+        log.info(
+            WagateMessage.PHONE_PAIRED, extra={"account_id": account.id, "attempt_id": attempt.id}
+        )
 
     ctx.after.append(note)
 
@@ -231,10 +234,10 @@ async def on_connected(mgr: SessionManager, ctx: Ctx, event: Connected) -> None:
     async def note() -> None:
         if attempt is not None:
             log.info(
-                "link attempt ended",
+                WagateMessage.ATTEMPT_ENDED,
                 extra={"account_id": account.id, "attempt_id": attempt.id, "outcome": "linked"},
             )
-        log.info("session connected", extra={"account_id": account.id})
+        log.info(WagateMessage.SESSION_CONNECTED, extra={"account_id": account.id})
 
     ctx.after.append(note)
 

@@ -6,7 +6,30 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
+
+
+class WagateMessage(StrEnum):
+    """Messages of wagate's own log records that ``wagate doctor logs`` reads back.
+
+    wagate logs with these members, so the logger and the doctor cannot drift apart.
+    """
+
+    # logger wagate.sessions; fields account_id, attempt_id, method
+    ATTEMPT_STARTED = "link attempt started"
+    # account_id, attempt_id, index (the code itself is never logged)
+    QR_ISSUED = "qr code issued"
+    # account_id, attempt_id
+    PHONE_PAIRED = "phone paired"
+    # account_id, attempt_id, reason,
+    # outcome: linked|expired|cancelled|failed|superseded|interrupted
+    ATTEMPT_ENDED = "link attempt ended"
+    # account_id
+    SESSION_CONNECTED = "session connected"
+    # logger wagate.webhooks; event_id, status (int or null), error (timeout|refused|http_5xx|...)
+    WEBHOOK_FAILED = "webhook delivery failed"
+
 
 # Attributes every LogRecord has; anything else on a record came in through ``extra=``.
 # uvicorn's "color_message" is its own message again, with terminal colours.

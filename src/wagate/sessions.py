@@ -29,6 +29,7 @@ from wagate.engines.base import (
 )
 from wagate.errors import EngineTimeout, EngineUnavailable, NoOpenAttempt, NotFound, WagateError
 from wagate.linking import abandon_link, open_attempt, open_attempt_of
+from wagate.logs import WagateMessage
 from wagate.metrics import Metrics, run_counted
 from wagate.models import Account, LinkAttempt, utcnow
 from wagate.ratelimit import Rate
@@ -133,7 +134,7 @@ class SessionManager:
         closed = await self._run(work)
         for attempt_id in closed:
             log.info(
-                "link attempt ended",
+                WagateMessage.ATTEMPT_ENDED,
                 extra={"attempt_id": attempt_id, "outcome": "interrupted", "reason": "restart"},
             )
         return len(closed)
@@ -183,7 +184,7 @@ class SessionManager:
                 return attempt
             self.live_codes[account_id] = Live(attempt_id=attempt.id)
             log.info(
-                "link attempt started",
+                WagateMessage.ATTEMPT_STARTED,
                 extra={"account_id": account_id, "attempt_id": attempt.id, "method": method.value},
             )
             try:
@@ -256,7 +257,7 @@ class SessionManager:
             attempt, was = await self._run(work)
             self.live_codes.pop(account_id, None)
             log.info(
-                "link attempt ended",
+                WagateMessage.ATTEMPT_ENDED,
                 extra={"account_id": account_id, "attempt_id": attempt.id, "outcome": "cancelled"},
             )
             if was is S.LINKING:

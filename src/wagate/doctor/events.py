@@ -1,8 +1,9 @@
 """What a log entry says about linking and webhooks, for wagate's own logs and for winston's.
 
-``WagateMessage`` holds the messages wagate logs for link attempts and webhook deliveries; wagate's
-code logs with these members (``log.info(WagateMessage.QR_ISSUED, extra=...)``) so that the doctor
-and the logger cannot drift apart. Matching is on the message alone, not on the logger's name.
+``WagateMessage`` (defined in ``wagate.logs``) holds the messages wagate logs for link attempts
+and webhook deliveries; wagate's code logs with these members
+(``log.info(WagateMessage.QR_ISSUED, extra=...)``) so that the doctor and the logger cannot
+drift apart. Matching is on the message alone, not on the logger's name.
 
 For winston logs of whatsapp-web.js services the patterns below follow the messages such services
 log (``Creating WhatsApp session``, ``QR code generated``, ``WhatsApp session authenticated``,
@@ -19,25 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from wagate.doctor.lines import Entry
-
-
-class WagateMessage(StrEnum):
-    """Messages of wagate's own log records that the doctor reads (loggers below)."""
-
-    # logger wagate.sessions; fields account_id, attempt_id, method
-    ATTEMPT_STARTED = "link attempt started"
-    # account_id, attempt_id, index (the code itself is never logged)
-    QR_ISSUED = "qr code issued"
-    # account_id, attempt_id
-    PHONE_PAIRED = "phone paired"
-    # account_id, attempt_id, reason,
-    # outcome: linked|expired|cancelled|failed|superseded|interrupted
-    ATTEMPT_ENDED = "link attempt ended"
-    # account_id
-    SESSION_CONNECTED = "session connected"
-    # logger wagate.webhooks; event_id, status (int or null), error (timeout|refused|http_5xx|...)
-    WEBHOOK_FAILED = "webhook delivery failed"
-
+from wagate.logs import WagateMessage
 
 SESSIONS_LOGGER = "wagate.sessions"
 WEBHOOKS_LOGGER = "wagate.webhooks"

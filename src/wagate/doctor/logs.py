@@ -4,7 +4,7 @@ Two kinds of log are read, mixed freely, one line at a time:
 
 - wagate's own JSON lines. An attempt is its ``attempt_id``, from ``link attempt started`` to
   ``link attempt ended``, whose ``outcome`` is taken as logged. The messages are
-  ``WagateMessage`` (defined in ``wagate.doctor.events``, importable from here too); wagate's
+  ``WagateMessage`` (defined in ``wagate.logs``, importable from here too); wagate's
   code logs with those members so the two cannot drift apart.
 - winston logs of whatsapp-web.js services, text or JSON. An attempt starts when a session is
   created and collects that session's QR codes, authentication, ready, disconnection and errors
@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from wagate.doctor import DoctorError
-from wagate.doctor.events import Event, Kind, WagateMessage, from_entry
+from wagate.doctor.events import Event, Kind, from_entry
 from wagate.doctor.lines import Entry, Format, LineKind, Other, read
 from wagate.doctor.report import Block, Ref, Tally, ref
+from wagate.logs import WagateMessage
 
 __all__ = ["WagateMessage", "analyze", "Analyzer", "Tally"]
 
