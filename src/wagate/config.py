@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=15, ge=1)
     webhook_retry_min_seconds: float = Field(default=1.0, gt=0)
     webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    # Webhook requests in flight at once (one per account at a time, in `seq` order).
+    webhook_concurrency: int = Field(default=64, ge=1, le=1024)
     # Link attempts allowed: "10/h", "5/min", "30/s", "20/15min", or "off" (wagate.ratelimit).
     link_rate_per_account: RateSetting = Rate(10, 3600)
     link_rate_per_workspace: RateSetting = Rate(100, 3600)

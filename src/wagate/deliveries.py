@@ -8,13 +8,14 @@ process that dies mid-request leaves a row that simply becomes due again when th
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, event, exists, func, insert, select, update
+from sqlalchemy import ColumnElement, Subquery, event, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from wagate.errors import Conflict, NotFound
 from wagate.models import Event, WebhookDelivery, Workspace, new_id, utcnow
@@ -85,6 +86,7 @@ class Job:
     """One claimed delivery, with what sending it needs (plain values, no ORM objects)."""
 
     delivery_id: str
+    account_id: str | None
     attempts: int
     # Loaded and detached: its attributes stay readable after the transaction.
     event: Event
@@ -94,29 +96,51 @@ class Job:
     secret: str | None
 
 
-def _heads() -> ColumnElement[bool]:
-    """Pending rows with no earlier pending row of the same account: only these may be sent,
-    so an account's deliveries go out in ``seq`` order."""
-    earlier = aliased(WebhookDelivery)
-    blocked = exists().where(
-        earlier.account_id == WebhookDelivery.account_id,
-        earlier.status == PENDING,
-        earlier.event_id < WebhookDelivery.event_id,
+def _heads() -> Subquery:
+    """The event id of each account's oldest pending delivery: only these may be sent, so an
+    account's deliveries go out in ``seq`` order (an index on (status, account_id, event_id)
+    makes this a walk over pending rows only, however long the delivered history)."""
+    return (
+        select(func.min(WebhookDelivery.event_id).label("event_id"))
+        .where(WebhookDelivery.status == PENDING)
+        .group_by(WebhookDelivery.account_id)
+        .subquery()
     )
-    return (WebhookDelivery.status == PENDING) & ~blocked
+
+
+def _not_busy(busy: Collection[str | None]) -> list[ColumnElement[bool]]:
+    """Leave out the accounts whose delivery is in flight (``None``: rows without account)."""
+    conditions: list[ColumnElement[bool]] = []
+    accounts = [account_id for account_id in busy if account_id is not None]
+    if accounts:
+        conditions.append(
+            WebhookDelivery.account_id.is_(None) | WebhookDelivery.account_id.not_in(accounts)
+        )
+    if None in busy:
+        conditions.append(WebhookDelivery.account_id.is_not(None))
+    return conditions
 
 
 async def due(
-    session: AsyncSession, now: datetime, limit: int, exclude: set[str]
+    session: AsyncSession, now: datetime, limit: int, busy: Collection[str | None] = ()
 ) -> tuple[list[str], datetime | None]:
-    """Ids of up to ``limit`` sendable deliveries due at ``now``, and when the next one is due."""
-    query = select(WebhookDelivery.id).where(_heads(), WebhookDelivery.next_attempt_at <= now)
-    if exclude:
-        query = query.where(WebhookDelivery.id.not_in(exclude))
-    query = query.order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.event_id)
-    ids = list((await session.execute(query.limit(limit))).scalars()) if limit > 0 else []
-    later = select(func.min(WebhookDelivery.next_attempt_at)).where(
-        _heads(), WebhookDelivery.next_attempt_at > now
+    """Ids of up to ``limit`` sendable deliveries due at ``now`` (none of the ``busy``
+    accounts), and when the next one not yet due comes due."""
+    heads = _heads()
+    ids: list[str] = []
+    if limit > 0:
+        query = (
+            select(WebhookDelivery.id)
+            .join(heads, WebhookDelivery.event_id == heads.c.event_id)
+            .where(WebhookDelivery.next_attempt_at <= now, *_not_busy(busy))
+            .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.event_id)
+            .limit(limit)
+        )
+        ids = list((await session.execute(query)).scalars())
+    later = (
+        select(func.min(WebhookDelivery.next_attempt_at))
+        .join(heads, WebhookDelivery.event_id == heads.c.event_id)
+        .where(WebhookDelivery.next_attempt_at > now)
     )
     return ids, (await session.execute(later)).scalar_one_or_none()
 
@@ -155,6 +179,7 @@ async def claim(session: AsyncSession, ids: list[str], now: datetime, lease: flo
         jobs.append(
             Job(
                 delivery_id=delivery.id,
+                account_id=delivery.account_id,
                 attempts=delivery.attempts,
                 event=recorded,
                 workspace_id=delivery.workspace_id,
@@ -166,34 +191,75 @@ async def claim(session: AsyncSession, ids: list[str], now: datetime, lease: flo
     return jobs
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One attempt's result: delivered (``error`` None), failed and due again at ``retry_at``,
+    or dead (an error and no ``retry_at``)."""
+
+    delivery_id: str
+    account_id: str | None
+    now: datetime
+    status: int | None
+    error: str | None
+    retry_at: datetime | None
+
+    @property
+    def result(self) -> str:
+        if self.error is None:
+            return "delivered"
+        return "dead" if self.retry_at is None else "failed"
+
+
 async def settle(
-    session: AsyncSession,
-    delivery_id: str,
-    *,
-    now: datetime,
-    status: int | None,
-    error: str | None,
-    retry_at: datetime | None,
-) -> str:
-    """Record one attempt's result: ``delivered``, ``failed`` (due again at ``retry_at``) or
-    ``dead`` (``retry_at`` None)."""
-    values: dict[str, Any] = {"last_status": status, "last_error": error}
-    if error is None:
-        values.update(status=DELIVERED, delivered_at=now)
-        result = "delivered"
-    elif retry_at is None:
-        values.update(status=DEAD)
-        result = "dead"
-    else:
-        values.update(next_attempt_at=retry_at)
-        result = "failed"
+    session: AsyncSession, outcomes: list[Outcome], *, lease: float | None = None
+) -> list[Job]:
+    """Record the results of a batch of attempts. With ``lease``, each account whose delivery
+    left the queue (delivered or dead) has its next delivery claimed at once when it is due,
+    in this same transaction: the sender carries on without waiting for a dispatch round."""
+    delivered: dict[int | None, list[Outcome]] = {}
+    for outcome in outcomes:
+        if outcome.result == "delivered":
+            delivered.setdefault(outcome.status, []).append(outcome)
+            continue
+        values: dict[str, Any] = {"last_status": outcome.status, "last_error": outcome.error}
+        if outcome.retry_at is None:
+            values.update(status=DEAD)
+        else:
+            values.update(next_attempt_at=outcome.retry_at)
+        await _update(session, [outcome.delivery_id], values)
+    for status, group in delivered.items():
+        values = {
+            "status": DELIVERED,
+            "delivered_at": min(o.now for o in group),
+            "last_status": status,
+            "last_error": None,
+        }
+        await _update(session, [o.delivery_id for o in group], values)
+    if lease is None:
+        return []
+    moved = {o.account_id for o in outcomes if o.result != "failed"} - {None}
+    if not moved:
+        return []
+    now = max(o.now for o in outcomes)
+    heads = (
+        select(func.min(WebhookDelivery.event_id))
+        .where(WebhookDelivery.status == PENDING, WebhookDelivery.account_id.in_(moved))
+        .group_by(WebhookDelivery.account_id)
+    )
+    query = select(WebhookDelivery.id).where(
+        WebhookDelivery.event_id.in_(heads), WebhookDelivery.next_attempt_at <= now
+    )
+    ids = list((await session.execute(query)).scalars())
+    return await claim(session, ids, now, lease) if ids else []
+
+
+async def _update(session: AsyncSession, ids: list[str], values: dict[str, Any]) -> None:
     await session.execute(
         update(WebhookDelivery)
-        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == PENDING)
+        .where(WebhookDelivery.id.in_(ids), WebhookDelivery.status == PENDING)
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    return result
 
 
 async def release(session: AsyncSession, ids: list[str], now: datetime) -> None:

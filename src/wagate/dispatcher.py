@@ -3,7 +3,8 @@ account, with retries, backoff and a dead letter (DESIGN §7).
 
 It reads its work from ``webhook_deliveries`` only; the bus wakes it after a commit and a timer
 covers the rest (retries coming due, changes made by other processes such as the CLI). Accounts
-are served concurrently, at most ``concurrency`` requests at once, one at a time per account.
+are served concurrently, at most ``concurrency`` requests at once (``WAGATE_WEBHOOK_CONCURRENCY``),
+one at a time per account.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import partial
-from typing import NamedTuple
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -50,25 +50,15 @@ def classify(status: int | None, exc: BaseException | None) -> str | None:
     return "http_5xx" if 500 <= status < 600 else "other"
 
 
-class _Settle(NamedTuple):
-    delivery_id: str
-    now: datetime
-    status: int | None
-    error: str | None
-    retry_at: datetime | None
-
-
-async def _settle_all(batch: list[_Settle], session: AsyncSession) -> list[str]:
-    return [
-        await deliveries.settle(
-            session, v.delivery_id, now=v.now, status=v.status, error=v.error, retry_at=v.retry_at
-        )
-        for v in batch
-    ]
-
-
 class Dispatcher:
-    """Sends due deliveries until ``close()``; every state it keeps lives in the database."""
+    """Sends due deliveries until ``close()``; every state it keeps lives in the database.
+
+    Each account with something to send gets a *lane*: a task that sends its deliveries one
+    after another. A lane's result is committed together with other lanes' results (a group
+    commit: one transaction per batch, which the single SQLite writer needs), and the same
+    transaction claims the account's next delivery, so a busy account never waits for a
+    dispatch round. The round only starts lanes for accounts that have none.
+    """
 
     def __init__(
         self,
@@ -78,7 +68,7 @@ class Dispatcher:
         settings: Settings,
         metrics: Metrics | None = None,
         *,
-        concurrency: int = 16,
+        concurrency: int | None = None,
         timeout: float = 10.0,
         poll: float = 1.0,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -91,7 +81,7 @@ class Dispatcher:
         self.backoff = Backoff(
             min=settings.webhook_retry_min_seconds, max=settings.webhook_retry_max_seconds
         )
-        self.concurrency = concurrency
+        self.concurrency = concurrency or settings.webhook_concurrency
         self.poll = poll
         # A claimed row is due again after this, should the process die mid-request.
         self.lease = timeout + 5.0
@@ -100,72 +90,106 @@ class Dispatcher:
         self._client: httpx.AsyncClient | None = None
         self._loop_task = BackgroundTasks("webhooks")
         self._sending = BackgroundTasks("webhook-deliveries")
-        self._inflight: dict[str, asyncio.Task[None]] = {}
-        # Settled results wait here and are committed together: one transaction per batch
-        # instead of one per request (a group commit), which the single SQLite writer needs.
-        self._settles: list[tuple[_Settle, asyncio.Future[str]]] = []
+        self._lanes: dict[str | None, asyncio.Task[None]] = {}
+        # Claimed and not yet settled: released at shutdown so they are due again at once.
+        self._claimed: set[str] = set()
+        self._ended = Wakeup()
+        self._settles: list[tuple[deliveries.Outcome, asyncio.Future[Job | None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._stopping = False
         self._closed = False
 
     async def start(self) -> None:
         self._client = httpx.AsyncClient(
-            timeout=self._timeout, transport=self._transport, follow_redirects=False
+            timeout=self._timeout,
+            transport=self._transport,
+            follow_redirects=False,
+            # One kept-alive connection per lane: a lane never pays for a new connection.
+            limits=httpx.Limits(
+                max_connections=self.concurrency, max_keepalive_connections=self.concurrency
+            ),
         )
         self._loop_task.spawn(self._run(), name="dispatch")
 
     async def _run(self) -> None:
         while not self._stopping:
-            seen = self.bus.generation
+            seen, ended = self.bus.generation, self._ended.generation
+            if len(self._lanes) >= self.concurrency:
+                # Full: the next round is worth running only once a lane has ended.
+                await self._ended.wait(self.poll, since=ended)
+                continue
             try:
                 wait = await self._dispatch_due()
             except Exception:  # the database may be briefly away; the timer tries again
                 log.warning("webhook dispatch round failed", exc_info=True)
                 wait = self.poll
-            await self.bus.wait(wait, since=seen)
+            # A commit may bring new work; an ended lane frees its account for the next round.
+            sleeps = [
+                asyncio.ensure_future(self.bus.wait(wait, since=seen)),
+                asyncio.ensure_future(self._ended.wait(wait, since=ended)),
+            ]
+            try:
+                await asyncio.wait(sleeps, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for sleep in sleeps:
+                    sleep.cancel()
 
     async def _dispatch_due(self) -> float:
-        """Claim and start what is due; returns how long to sleep unless woken."""
+        """Claim what is due for accounts without a lane and start their lanes; returns how
+        long to sleep unless woken."""
         now = utcnow()
-        free = self.concurrency - len(self._inflight)
+        free = self.concurrency - len(self._lanes)
         async with self.db.read_sessions() as session:
-            ids, next_due = await deliveries.due(session, now, free, set(self._inflight))
+            ids, next_due = await deliveries.due(session, now, free, set(self._lanes))
         if ids:
 
             async def take(session: AsyncSession) -> list[Job]:
                 return await deliveries.claim(session, ids, now, self.lease)
 
-            jobs = await self.db.run(take)
-            for job in jobs:
-                task = self._sending.spawn(self._deliver(job), name=job.delivery_id)
-                self._inflight[job.delivery_id] = task
-                task.add_done_callback(partial(self._forget, job.delivery_id))
-        if next_due is None or len(self._inflight) >= self.concurrency:
-            return self.poll  # a finished request commits, and the commit wakes us
+            for job in await self.db.run(take):
+                self._claimed.add(job.delivery_id)
+                if job.account_id in self._lanes:  # two heads of rows without an account
+                    await self.db.run(partial(_release, [job.delivery_id]))
+                    self._claimed.discard(job.delivery_id)
+                    continue
+                task = self._sending.spawn(self._lane(job), name=job.delivery_id)
+                self._lanes[job.account_id] = task
+                task.add_done_callback(partial(self._end_lane, job.account_id))
+        if next_due is None:
+            return self.poll  # a commit wakes us
         return min(self.poll, max(0.01, (next_due - utcnow()).total_seconds()))
 
-    def _forget(self, delivery_id: str, _task: asyncio.Task[None]) -> None:
-        self._inflight.pop(delivery_id, None)
+    def _end_lane(self, account_id: str | None, task: asyncio.Task[None]) -> None:
+        if self._lanes.get(account_id) is task:
+            del self._lanes[account_id]
+            self._ended.notify()
 
-    async def _deliver(self, job: Job) -> None:
+    async def _lane(self, job: Job) -> None:
+        """Send the account's deliveries in order until none is due (or one failed)."""
+        next_job: Job | None = job
+        while next_job is not None and not self._stopping:
+            next_job = await self._deliver(next_job)
+
+    async def _deliver(self, job: Job) -> Job | None:
+        """One attempt; returns the account's next delivery when it was claimed with the
+        result."""
         started = time.monotonic()
         if job.url is None or job.secret is None:
             # The workspace turned webhooks off (or is gone) since the event was recorded: the
             # delivery is dead, so it can be replayed once a URL is set again.
-            await self._settle(job, status=None, error="disabled", started=started, final=True)
             log.info("webhooks disabled, delivery dropped", extra={"event_id": job.event.id})
-            return
+            return await self._settle(
+                job, status=None, error="disabled", started=started, final=True
+            )
         try:
             secret = self.cipher.decrypt_text(job.secret, context=f"webhook:{job.workspace_id}")
             outgoing = webhooks.build(job.format, envelope(job.event), secret, int(time.time()))
         except Exception:  # an unreadable secret or event: retried, then dead, never stuck
             log.warning("webhook request could not be built", extra={"event_id": job.event.id})
-            await self._settle(job, status=None, error="other", started=started)
-            return
+            return await self._settle(job, status=None, error="other", started=started)
         if outgoing is None:
             # The blazz format has no name for this event: nothing to send, nothing to retry.
-            await self._settle(job, status=None, error=None, started=started)
-            return
+            return await self._settle(job, status=None, error=None, started=started)
         assert self._client is not None
         status: int | None = None
         failure: BaseException | None = None
@@ -178,7 +202,7 @@ class Dispatcher:
         except httpx.HTTPError as exc:
             failure = exc
         error = classify(status, failure)
-        await self._settle(job, status=status, error=error, started=started)
+        return await self._settle(job, status=status, error=error, started=started)
 
     async def _settle(
         self,
@@ -188,14 +212,16 @@ class Dispatcher:
         error: str | None,
         started: float,
         final: bool = False,
-    ) -> None:
+    ) -> Job | None:
         now = utcnow()
         retry_at = None
         if error is not None and not final and job.attempts < self.max_attempts:
             retry_at = now + timedelta(seconds=self.backoff.delay(job.attempts))
-        result = await self._store(_Settle(job.delivery_id, now, status, error, retry_at))
+        outcome = deliveries.Outcome(job.delivery_id, job.account_id, now, status, error, retry_at)
+        next_job = await self._store(outcome)
+        self._claimed.discard(job.delivery_id)
         if self.metrics is not None:
-            self.metrics.observe_delivery(result, time.monotonic() - started)
+            self.metrics.observe_delivery(outcome.result, time.monotonic() - started)
         if error is not None and not final:
             log.warning(
                 WagateMessage.WEBHOOK_FAILED,
@@ -205,13 +231,14 @@ class Dispatcher:
                     "error": error,
                     "delivery_id": job.delivery_id,
                     "attempt": job.attempts,
-                    "result": result,
+                    "result": outcome.result,
                 },
             )
+        return next_job
 
-    async def _store(self, values: _Settle) -> str:
-        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._settles.append((values, done))
+    async def _store(self, outcome: deliveries.Outcome) -> Job | None:
+        done: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
+        self._settles.append((outcome, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = self._sending.spawn(self._flush(), name="settle")
         return await done
@@ -219,17 +246,22 @@ class Dispatcher:
     async def _flush(self) -> None:
         while self._settles:
             batch, self._settles = self._settles, []
-
+            outcomes = [outcome for outcome, _ in batch]
+            lease = None if self._stopping else self.lease
             try:
-                results = await self.db.run(partial(_settle_all, [v for v, _ in batch]))
-            except Exception as exc:  # each waiting request sees the failure as its own
+                jobs = await self.db.run(partial(deliveries.settle, outcomes=outcomes, lease=lease))
+            except Exception as exc:  # each waiting lane sees the failure as its own
                 for _, done in batch:
                     if not done.done():
                         done.set_exception(exc)
                 continue
-            for (_, done), result in zip(batch, results, strict=True):
+            self._claimed.update(job.delivery_id for job in jobs)
+            following = {job.account_id: job for job in jobs}
+            for outcome, done in batch:
                 if not done.done():
-                    done.set_result(result)
+                    done.set_result(following.pop(outcome.account_id, None))
+            if following:  # a lane that was cut short: its claim is released at close
+                log.debug("claimed deliveries left for the next round", extra={"n": len(following)})
 
     async def close(self, drain: float = 2.0) -> None:
         """Stop claiming; let requests in flight finish for up to ``drain`` seconds; the rest
@@ -239,13 +271,17 @@ class Dispatcher:
         self._closed = True
         self._stopping = True
         await self._loop_task.close()
-        pending = set(self._inflight.values())
+        pending = set(self._lanes.values())
         if pending and drain > 0:
             await asyncio.wait(pending, timeout=drain)
-        cut = list(self._inflight)
         await self._sending.close()
+        cut = list(self._claimed)
         if cut:
             with contextlib.suppress(Exception):  # a lease that is not released still ends
-                await self.db.run(lambda s: deliveries.release(s, cut, utcnow()))
+                await self.db.run(partial(_release, cut))
         if self._client is not None:
             await self._client.aclose()
+
+
+async def _release(ids: list[str], session: AsyncSession) -> None:
+    await deliveries.release(session, ids, utcnow())

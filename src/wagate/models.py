@@ -245,6 +245,7 @@ class WebhookDelivery(Base):
     __table_args__ = (
         CheckConstraint("status IN ('pending', 'delivered', 'dead')", name="status"),
         Index(None, "status", "next_attempt_at"),
+        Index(None, "status", "account_id", "event_id"),
         Index(None, "account_id", "event_id"),
         Index(None, "workspace_id", "status"),
     )
