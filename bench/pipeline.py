@@ -23,18 +23,19 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
-from sqlalchemy.ext.asyncio import create_async_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gateway import Gateway, admin_headers  # noqa: E402
 
 from receiver import Receiver  # noqa: E402
-from wagate.db import async_url  # noqa: E402
+from wagate.db import Database  # noqa: E402
 
 
 async def raw_ceiling(url: str, seconds: float, row_bytes: int) -> float:
-    """Rows per second of INSERT + COMMIT, one row per transaction, on one connection."""
-    engine = create_async_engine(async_url(url))
+    """Rows per second of INSERT + COMMIT, one row per transaction, on one connection set up
+    as the gateway sets up its own (on SQLite: WAL, ``synchronous=NORMAL``, BEGIN IMMEDIATE)."""
+    database = Database(url)
+    engine = database.engine
     table = f"bench_raw_{uuid.uuid4().hex[:8]}"
     payload = "x" * row_bytes
     count = 0
@@ -56,7 +57,7 @@ async def raw_ceiling(url: str, seconds: float, row_bytes: int) -> float:
         async with engine.begin() as conn:
             await conn.exec_driver_sql(f"DROP TABLE {table}")
     finally:
-        await engine.dispose()
+        await database.close()
     return count / elapsed
 
 

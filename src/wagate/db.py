@@ -7,7 +7,7 @@ import contextlib
 import logging
 import random
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 from alembic import command
@@ -25,6 +25,15 @@ from sqlalchemy.ext.asyncio import (
 )
 
 log = logging.getLogger("wagate.db")
+
+# Key in ``Session.info``: the topics (account ids) a transaction wrote events for.
+_TOPICS = "wagate.db.topics"
+
+
+def touch(session: AsyncSession, topic: str) -> None:
+    """Note that this transaction concerns ``topic``: its commit wakes that topic's readers."""
+    session.info.setdefault(_TOPICS, set()).add(topic)
+
 
 T = TypeVar("T")
 
@@ -92,10 +101,15 @@ class Database:
     """One async engine and its sessions; ``close()`` is idempotent."""
 
     def __init__(
-        self, url: str, *, echo: bool = False, on_commit: Callable[[], None] | None = None
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        on_commit: Callable[[Collection[str]], None] | None = None,
     ) -> None:
         self.url = async_url(url)
-        # Called after every committed ``run`` (wakes the dispatcher and SSE streams).
+        # Called after every committed ``run`` with the topics it touched (wakes the dispatcher
+        # and the SSE streams of those accounts).
         self.on_commit = on_commit
         self.backend = make_url(self.url).get_backend_name()
         # Parameters hold QR codes, keys' hashes and ciphertexts: never in a log or error text.
@@ -141,7 +155,7 @@ class Database:
                 async with self._writing(), self.sessions() as session, session.begin():
                     result = await work(session)
                 if self.on_commit is not None:
-                    self.on_commit()
+                    self.on_commit(session.info.get(_TOPICS, ()))
                 return result
             except DBAPIError as exc:
                 race = retry_integrity and isinstance(exc, IntegrityError)

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wagate import deliveries
+from wagate.db import touch
 from wagate.models import Account, Event, utcnow
 
 
@@ -51,6 +52,7 @@ def record(
     )
     session.add(event)
     deliveries.track(session, event)
+    touch(session, account.id)
     return event
 
 

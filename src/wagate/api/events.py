@@ -107,7 +107,7 @@ async def _frames(gateway: Gateway, account_id: str, cursor: int) -> AsyncIterat
     try:
         yield b"retry: 2000\n\n"
         while not gateway.stopping:
-            seen = gateway.bus.generation
+            seen = gateway.bus.mark(account_id)
             try:
                 async with gateway.db.read_sessions() as session:
                     rows = await events.account_events(session, account_id, cursor)
@@ -125,7 +125,9 @@ async def _frames(gateway: Gateway, account_id: str, cursor: int) -> AsyncIterat
                 yield b": keep-alive\n\n"
                 last_sent = time.monotonic()
                 continue
-            await gateway.bus.wait(min(POLL_SECONDS, KEEPALIVE_SECONDS - idle), since=seen)
+            await gateway.bus.wait(
+                min(POLL_SECONDS, KEEPALIVE_SECONDS - idle), since=seen, topic=account_id
+            )
     finally:
         gateway.metrics.sse_streams.dec()
         log.debug("event stream closed", extra={"account_id": account_id, "after": cursor})

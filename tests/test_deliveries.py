@@ -1,0 +1,95 @@
+"""Delivery rows in the database on every backend: heads in ``seq`` order per account, and the
+next delivery claimed in the transaction that settles the one before it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from wagate import deliveries
+from wagate.accounts import Caller
+from wagate.db import Database
+from wagate.models import Account, Workspace, utcnow
+from wagate.outbox import EventType, record
+
+LEASE = 15.0
+
+
+async def seed(database: Database, per_account: int) -> list[str]:
+    """Two accounts of a workspace with a webhook URL, ``per_account`` events each."""
+
+    async def work(session: AsyncSession) -> list[str]:
+        workspace = Workspace(name="w", webhook_secret="x", webhook_url="http://127.0.0.1:9/h")
+        session.add(workspace)
+        await session.flush()
+        accounts = [Account(workspace_id=workspace.id, label=f"a{n}") for n in range(2)]
+        session.add_all(accounts)
+        await session.flush()
+        for n in range(per_account):
+            for account in accounts:
+                record(session, account, EventType.ACCOUNT_STATUS, {"n": n})
+        await session.flush()
+        return [account.id for account in accounts]
+
+    return await database.run(work)
+
+
+async def heads(database: Database) -> dict[str | None, int]:
+    """The event seq each account's due head would send."""
+    async with database.sessions() as session:
+        ids, _ = await deliveries.due(session, utcnow(), 100)
+        jobs = await deliveries.claim(session, ids, utcnow(), LEASE)
+        seqs = {job.account_id: job.event.seq for job in jobs}
+        await session.rollback()
+    return seqs
+
+
+def outcome(
+    job: deliveries.Job, error: str | None = None, retry: bool = False
+) -> deliveries.Outcome:
+    now = utcnow()
+    retry_at = now + timedelta(seconds=60) if retry else None
+    return deliveries.Outcome(job.delivery_id, job.account_id, now, 200, error, retry_at)
+
+
+async def test_settling_claims_each_accounts_next_delivery(database: Database) -> None:
+    first, second = await seed(database, per_account=3)
+    assert await heads(database) == {first: 1, second: 1}
+
+    async def take(session: AsyncSession) -> list[deliveries.Job]:
+        found, _ = await deliveries.due(session, utcnow(), 100)
+        return await deliveries.claim(session, found, utcnow(), LEASE)
+
+    jobs = {job.account_id: job for job in await database.run(take)}
+    assert {a: j.event.seq for a, j in jobs.items()} == {first: 1, second: 1}
+
+    # Delivered: the next of that account comes back claimed; failed: nothing, it waits.
+    async def settle_both(session: AsyncSession) -> list[deliveries.Job]:
+        return await deliveries.settle(
+            session,
+            [outcome(jobs[first]), outcome(jobs[second], "http_5xx", retry=True)],
+            lease=LEASE,
+        )
+
+    following = await database.run(settle_both)
+    assert [(job.account_id, job.event.seq, job.attempts) for job in following] == [(first, 2, 1)]
+    # Claimed rows are leased: neither account has a due head now.
+    assert await heads(database) == {}
+
+    # Dead also moves the queue on.
+    async def kill(session: AsyncSession) -> list[deliveries.Job]:
+        return await deliveries.settle(session, [outcome(following[0], "http_4xx")], lease=LEASE)
+
+    after_dead = await database.run(kill)
+    assert [(job.account_id, job.event.seq) for job in after_dead] == [(first, 3)]
+
+    # Without a lease (shutting down) nothing more is claimed.
+    async def last(session: AsyncSession) -> list[deliveries.Job]:
+        return await deliveries.settle(session, [outcome(after_dead[0])], lease=None)
+
+    assert await database.run(last) == []
+    async with database.sessions() as session:
+        rows = await deliveries.page(session, Caller(key_id=None, workspace_id=None), limit=100)
+    statuses = {(d.account_id, seq): d.status for seq, (d, _type) in enumerate(rows)}
+    assert sorted(statuses.values()) == ["dead", "delivered", "delivered", *["pending"] * 3]
