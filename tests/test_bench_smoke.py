@@ -45,3 +45,15 @@ def test_pipeline_bench_reports() -> None:
     assert report["events"] == 12
     assert report["raw_insert_commit_per_second"] > 0  # type: ignore[operator]
     assert report["share_of_ceiling"] > 0  # type: ignore[operator]
+
+
+@pytest.mark.timeout(240)
+def test_latency_bench_reports() -> None:
+    report = run_bench("latency.py", "--accounts", "5", "--scan-rate", "20", "--idle-seconds", "1")
+    assert report["accounts"] == 5
+    for name in ("scan_to_sse", "scan_to_webhook", "commit_to_sse", "commit_to_webhook"):
+        p50, p99 = report[f"{name}_p50_ms"], report[f"{name}_p99_ms"]
+        assert isinstance(p50, int | float) and isinstance(p99, int | float), name
+        assert p99 >= p50 > 0, name
+    assert report["events_sse"] == report["events_webhook"] == report["events_committed"]
+    assert report["events_sse"] > 0  # type: ignore[operator]
