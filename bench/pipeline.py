@@ -2,10 +2,13 @@
 receiver, against the raw ceiling of the same database (plain INSERT + COMMIT of rows of the
 same size, one connection, measured in the same run), plus commit → delivery latency.
 
-    python bench/pipeline.py [--database-url URL] [--accounts 200] [--rounds 5] [--quick]
+    python bench/pipeline.py [--database-url URL] [--accounts 200] [--burst 20] [--quick]
 
-The workload: N linked sim accounts, then R rounds of network flaps on every phone; each flap
-commits four events (reconnecting, disconnected, connected, status) that all go out as webhooks.
+The workload: N linked sim accounts, then every phone receives a burst of B incoming messages at
+once (one ``POST /v1/sim/messages`` with ``count``). The engine reports each message as its own
+event, so N x B engine events arrive as fast as the engine can make them; each is committed as a
+``message.received`` event in its own transaction and delivered as a signed webhook. The gateway's
+CPU time over the run is read from /proc, so the table also says how much CPU one event costs.
 Prints a table, then one JSON object as the last line.
 """
 
@@ -25,10 +28,12 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway import Gateway, admin_headers  # noqa: E402
+from gateway import Gateway, admin_headers, cpu_seconds  # noqa: E402
 
 from receiver import Receiver  # noqa: E402
 from wagate.db import Database  # noqa: E402
+
+SENDER = "5511900000000"
 
 
 async def raw_ceiling(url: str, seconds: float, row_bytes: int) -> float:
@@ -89,7 +94,7 @@ async def link_all(http: httpx.AsyncClient, auth: dict[str, str], n: int) -> lis
     return phones
 
 
-async def run(url: str | None, accounts: int, rounds: int) -> dict[str, object]:
+async def run(url: str | None, accounts: int, burst: int) -> dict[str, object]:
     workdir = Path(tempfile.mkdtemp(prefix="wagate-bench-"))
     database_url = url or f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
     receiver = Receiver()
@@ -107,30 +112,37 @@ async def run(url: str | None, accounts: int, rounds: int) -> dict[str, object]:
             ).json()
             auth = {"Authorization": f"Bearer {workspace['api_key']}"}
             phones = await link_all(http, auth, accounts)
-            before = await _event_count(http, auth)
+            before, last_id = await _events_after(http, auth)
             while len(receiver.bodies) < before:  # the linking traffic drains first
                 await asyncio.sleep(0.1)
             receiver.bodies.clear()
-            started = time.monotonic()
-            for _ in range(rounds):
-                await asyncio.gather(
-                    *(http.post(f"/v1/sim/phones/{p}/flap", headers=auth) for p in phones)
+            cpu_before = cpu_seconds(gateway.pid)
+            started, started_wall = time.monotonic(), time.time()
+            await asyncio.gather(
+                *(
+                    http.post(
+                        "/v1/sim/messages",
+                        headers=auth,
+                        json={"from": SENDER, "to": phone, "text": "benchmark", "count": burst},
+                    )
+                    for phone in phones
                 )
-                await asyncio.sleep(0.2)
-            expected = before + 4 * accounts * rounds
-            while await _event_count(http, auth) < expected:
-                await asyncio.sleep(0.05)
-            committed_at = time.monotonic() - started
-            while len(receiver.bodies) < expected - before:
+            )
+            events = burst * accounts
+            while len(receiver.bodies) < events:
                 if time.monotonic() - started > 600:
-                    raise RuntimeError(f"{len(receiver.bodies)} of {expected - before} arrived")
-                await asyncio.sleep(0.02)
+                    raise RuntimeError(f"{len(receiver.bodies)} of {events} arrived")
+                await asyncio.sleep(0.01)
             delivered_at = time.monotonic() - started
-        latencies = []
+            cpu = cpu_seconds(gateway.pid) - cpu_before
+            # Polling consumers see the same events (read after the run, not during it).
+            assert (await _events_after(http, auth, last_id))[0] == events
+        latencies, created = [], []
         for arrived, body in receiver.bodies:
-            created = datetime.fromisoformat(json.loads(body)["created_at"]).timestamp()
-            latencies.append(arrived - created)
-        events = expected - before
+            created.append(datetime.fromisoformat(json.loads(body)["created_at"]).timestamp())
+            latencies.append(arrived - created[-1])
+        # ``created_at`` is stamped inside the committing transaction.
+        committed_at = max(created) - started_wall
         row_bytes = int(statistics.mean(len(body) for _, body in receiver.bodies))
     finally:
         gateway.stop()
@@ -148,18 +160,22 @@ async def run(url: str | None, accounts: int, rounds: int) -> dict[str, object]:
         "commit_to_delivery_p50_ms": round(cuts[49] * 1000, 1),
         "commit_to_delivery_p99_ms": round(cuts[98] * 1000, 1),
         "row_bytes": row_bytes,
+        "gateway_cpu_ms_per_event": round(cpu * 1000 / events, 2),
     }
 
 
-async def _event_count(http: httpx.AsyncClient, auth: dict[str, str]) -> int:
-    total, after = 0, 0
+async def _events_after(
+    http: httpx.AsyncClient, auth: dict[str, str], after: int = 0
+) -> tuple[int, int]:
+    """How many events the workspace has after event id ``after``, and the last id."""
+    total = 0
     while True:
         page = (
             await http.get("/v1/events", params={"after": after, "limit": 1000}, headers=auth)
         ).json()
         total += len(page["events"])
         if not page["events"]:
-            return total
+            return total, after
         after = page["next_after"]
 
 
@@ -167,11 +183,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--accounts", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="20 accounts, 2 rounds")
+    parser.add_argument("--burst", type=int, default=20, help="messages per phone (1-1000)")
+    parser.add_argument("--quick", action="store_true", help="20 accounts, bursts of 10")
     args = parser.parse_args()
-    accounts, rounds = (20, 2) if args.quick else (args.accounts, args.rounds)
-    result = asyncio.run(run(args.database_url, accounts, rounds))
+    accounts, burst = (20, 10) if args.quick else (args.accounts, args.burst)
+    result = asyncio.run(run(args.database_url, accounts, burst))
     width = max(len(k) for k in result)
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Collection, Hashable
+from collections.abc import Callable, Collection, Hashable
 
 Mark = Hashable
 
@@ -29,6 +29,15 @@ class Wakeup:
         self.generation = 0
         self._broadcasts = 0
         self._topics: dict[str, int] = {}
+        self._listeners: list[Callable[[Collection[str] | None], None]] = []
+
+    def listen(self, listener: Callable[[Collection[str] | None], None]) -> None:
+        """Call ``listener`` with the topics of every notification (None: all topics)."""
+        self._listeners.append(listener)
+
+    def unlisten(self, listener: Callable[[Collection[str] | None], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     def mark(self, topic: str | None = None) -> Mark:
         if topic is None:
@@ -37,6 +46,8 @@ class Wakeup:
 
     def notify(self, topics: Collection[str] | None = None) -> None:
         self.generation += 1
+        for listener in self._listeners:
+            listener(topics)
         woken: list[str | None]
         if topics is None:
             self._broadcasts += 1

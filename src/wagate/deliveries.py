@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, Subquery, event, func, insert, select, upd
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from wagate.db import touch
 from wagate.errors import Conflict, NotFound
 from wagate.models import Event, WebhookDelivery, Workspace, new_id, utcnow
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from wagate.accounts import Caller
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+# The bus topic of a commit that made deliveries due without recording events (a replay).
+QUEUE = "wagate.deliveries"
 STATUSES = (PENDING, DELIVERED, DEAD)
 
 # Keys in ``Session.info``: events recorded and not yet given a delivery, and the workspaces'
@@ -319,6 +322,7 @@ async def retry(
     delivery.attempts = 0
     delivery.next_attempt_at = now or utcnow()
     await session.flush()
+    touch(session, QUEUE)
     return delivery, event_type
 
 
@@ -333,4 +337,5 @@ async def retry_dead(session: AsyncSession, caller: Caller, now: datetime | None
     if caller.workspace_id is not None:
         query = query.where(WebhookDelivery.workspace_id == caller.workspace_id)
     result = await session.execute(query)
+    touch(session, QUEUE)
     return int(result.rowcount)  # type: ignore[attr-defined]

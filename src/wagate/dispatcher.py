@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Collection
 from datetime import timedelta
 from functools import partial
 
@@ -93,7 +94,9 @@ class Dispatcher:
         self._lanes: dict[str | None, asyncio.Task[None]] = {}
         # Claimed and not yet settled: released at shutdown so they are due again at once.
         self._claimed: set[str] = set()
-        self._ended = Wakeup()
+        # Wakes the dispatch round: commits for accounts without a lane, ended lanes.
+        self._wakeup = Wakeup()
+        bus.listen(self._on_commit)
         self._settles: list[tuple[deliveries.Outcome, asyncio.Future[Job | None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._stopping = False
@@ -111,28 +114,27 @@ class Dispatcher:
         )
         self._loop_task.spawn(self._run(), name="dispatch")
 
+    def _on_commit(self, topics: Collection[str] | None) -> None:
+        """Deliveries become due through commits that name a topic: an account's events, or
+        ``deliveries.QUEUE`` for replays. A commit for an account with a lane needs no round: the
+        lane claims the account's next delivery when it settles (and an ended lane wakes the
+        round). Commits with no topic (this dispatcher's own settles) wake nothing."""
+        if topics is None or any(topic not in self._lanes for topic in topics):
+            self._wakeup.notify()
+
     async def _run(self) -> None:
         while not self._stopping:
-            seen, ended = self.bus.generation, self._ended.generation
+            seen = self._wakeup.generation
             if len(self._lanes) >= self.concurrency:
                 # Full: the next round is worth running only once a lane has ended.
-                await self._ended.wait(self.poll, since=ended)
+                await self._wakeup.wait(self.poll, since=seen)
                 continue
             try:
                 wait = await self._dispatch_due()
             except Exception:  # the database may be briefly away; the timer tries again
                 log.warning("webhook dispatch round failed", exc_info=True)
                 wait = self.poll
-            # A commit may bring new work; an ended lane frees its account for the next round.
-            sleeps = [
-                asyncio.ensure_future(self.bus.wait(wait, since=seen)),
-                asyncio.ensure_future(self._ended.wait(wait, since=ended)),
-            ]
-            try:
-                await asyncio.wait(sleeps, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for sleep in sleeps:
-                    sleep.cancel()
+            await self._wakeup.wait(wait, since=seen)
 
     async def _dispatch_due(self) -> float:
         """Claim what is due for accounts without a lane and start their lanes; returns how
@@ -162,7 +164,7 @@ class Dispatcher:
     def _end_lane(self, account_id: str | None, task: asyncio.Task[None]) -> None:
         if self._lanes.get(account_id) is task:
             del self._lanes[account_id]
-            self._ended.notify()
+            self._wakeup.notify()
 
     async def _lane(self, job: Job) -> None:
         """Send the account's deliveries in order until none is due (or one failed)."""
@@ -270,6 +272,7 @@ class Dispatcher:
             return
         self._closed = True
         self._stopping = True
+        self.bus.unlisten(self._on_commit)
         await self._loop_task.close()
         pending = set(self._lanes.values())
         if pending and drain > 0:

@@ -136,6 +136,34 @@ async def test_incoming_message_stored_and_emitted(api: ApiClient) -> None:
     assert message["text"] == "olá, tudo bem?"
 
 
+async def test_a_burst_of_incoming_messages_arrives_in_order(api: ApiClient) -> None:
+    tenant = await api.tenant()
+    account = await api.account(tenant)
+    await api.link_phone(tenant, account["id"], PHONE)
+    for count in (0, 1001):
+        r = await api.http.post(
+            "/v1/sim/messages",
+            json={"from": FRIEND, "to": PHONE, "text": "x", "count": count},
+            headers=tenant.auth,
+        )
+        assert r.status_code == 422, r.text
+
+    r = await api.http.post(
+        "/v1/sim/messages",
+        json={"from": FRIEND, "to": PHONE, "text": "burst", "count": 25},
+        headers=tenant.auth,
+    )
+    assert r.status_code == 200 and r.json() == {"devices": 1}, r.text
+    deadline = time.monotonic() + 10
+    while len(received := await _events(api, tenant, account["id"], "message.received")) < 25:
+        assert time.monotonic() < deadline, len(received)
+        await asyncio.sleep(0.02)
+    assert len(received) == 25 and {e["data"]["text"] for e in received} == {"burst"}
+    assert len({e["data"]["wa_id"] for e in received}) == 25
+    seqs = [e["seq"] for e in received]
+    assert seqs == sorted(seqs)
+
+
 async def test_message_bad_input_and_scoping(gateway_factory, fresh_database_url) -> None:  # type: ignore[no-untyped-def]
     api = await gateway_factory(await fresh_database_url("sqlite"))
     tenant, other = await api.tenant("mine"), await api.tenant("other")

@@ -312,6 +312,9 @@ class SimMessageRequest(Strict):
     sender: Phone = Field(alias="from", description="The simulated phone that sends.")
     to: Phone = Field(description="The number of the linked account that receives.")
     text: MessageText
+    count: int = Field(
+        default=1, ge=1, le=1000, description="How many such messages arrive at once (a burst)."
+    )
 
 
 class ScanOut(BaseModel):

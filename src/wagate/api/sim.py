@@ -80,11 +80,11 @@ async def faults(body: FaultsRequest, caller: CallerDep, gateway: GatewayDep) ->
 async def incoming_message(
     body: SimMessageRequest, caller: CallerDep, gateway: GatewayDep
 ) -> DevicesOut:
-    """A simulated phone (``from``) sends a text to a number (``to``); every account linked to
-    that number receives it as ``message.received``."""
+    """A simulated phone (``from``) sends a text to a number (``to``), ``count`` times at once;
+    every account linked to that number receives each as ``message.received``."""
     only = await _reachable(gateway, caller)
     server = _sim(gateway).server
-    return DevicesOut(devices=server.incoming(body.sender, body.to, body.text, only))
+    return DevicesOut(devices=server.incoming(body.sender, body.to, body.text, only, body.count))
 
 
 @router.post("/phones/{phone}/logout", response_model=DevicesOut)

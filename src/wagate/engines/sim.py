@@ -197,11 +197,16 @@ class SimServer:
         return self._engine().drop_phone(phone, logout=False, only=only)
 
     def incoming(
-        self, phone_from: str, to_phone: str, text: str, only: Collection[str] | None = None
+        self,
+        phone_from: str,
+        to_phone: str,
+        text: str,
+        only: Collection[str] | None = None,
+        count: int = 1,
     ) -> int:
-        """``phone_from`` sends ``text`` to the number ``to_phone``: every device linked to it
-        receives the message. Returns how many did."""
-        return self._engine().receive(phone_from, to_phone, text, only)
+        """``phone_from`` sends ``text`` ``count`` times to the number ``to_phone``: every device
+        linked to it receives the messages. Returns how many devices did."""
+        return self._engine().receive(phone_from, to_phone, text, only, count)
 
     def _engine(self) -> SimEngine:
         if self.engine is None:
@@ -292,14 +297,20 @@ class SimEngine:
         return wa_id
 
     def receive(
-        self, phone_from: str, to_phone: str, text: str, only: Collection[str] | None = None
+        self,
+        phone_from: str,
+        to_phone: str,
+        text: str,
+        only: Collection[str] | None = None,
+        count: int = 1,
     ) -> int:
         sessions = self._linked_to(to_phone, only)
         chat = f"{phone_from}@s.whatsapp.net"
         for session in sessions:
-            wa_id = "3EB0" + secrets.token_hex(8).upper()
-            event = MessageReceived(wa_id, chat, chat, text, self.server.now())
-            self._emit(session.account_id, event)
+            for _ in range(count):
+                wa_id = "3EB0" + secrets.token_hex(8).upper()
+                event = MessageReceived(wa_id, chat, chat, text, self.server.now())
+                self._emit(session.account_id, event)
         return len(sessions)
 
     async def _acknowledge(self, account_id: str, wa_id: str) -> None:
