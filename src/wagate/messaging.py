@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from wagate.accounts import Caller, get_account, lock_account
 from wagate.engines.base import MessageReceived, MessageStatus
 from wagate.errors import Conflict, EngineUnavailable, NotFound, WagateError
-from wagate.models import Account, Message, utcnow
+from wagate.models import Account, Message, new_id, utcnow
 from wagate.outbox import EventType, record
 from wagate.states import AccountStatus
 
@@ -191,6 +191,7 @@ async def on_message_received(mgr: SessionManager, ctx: Ctx, event: MessageRecei
     if (await ctx.session.execute(query)).first() is not None:
         return
     message = Message(
+        id=new_id(),  # known now: no flush needed before the event names it
         account_id=ctx.account.id,
         direction="in",
         chat=event.chat[:100],
@@ -201,7 +202,6 @@ async def on_message_received(mgr: SessionManager, ctx: Ctx, event: MessageRecei
         updated_at=ctx.now,
     )
     ctx.session.add(message)
-    await ctx.session.flush()
     data = {
         "message_id": message.id,
         "wa_id": message.wa_id,
