@@ -26,6 +26,8 @@ from wagate.engines.base import (
     CredentialsUpdated,
     Engine,
     EngineEvent,
+    MessageReceived,
+    MessageStatus,
 )
 from wagate.errors import EngineTimeout, EngineUnavailable, NoOpenAttempt, NotFound, WagateError
 from wagate.linking import abandon_link, open_attempt, open_attempt_of
@@ -43,6 +45,7 @@ T = TypeVar("T")
 S = AccountStatus
 ENGINE_CALL_TIMEOUT = 15.0
 Effect = Callable[[], Awaitable[None]]
+MESSAGE_EVENTS = (MessageReceived, MessageStatus)
 
 
 class SessionManager:
@@ -322,7 +325,8 @@ class SessionManager:
         async def act(ctx: Ctx) -> None:
             await handler(self, ctx, event)
 
-        await self.transact(account_id, act)
+        # Messages and receipts never touch a link attempt: one query fewer on the busiest path.
+        await self.transact(account_id, act, attempt=not isinstance(event, MESSAGE_EVENTS))
 
     async def transact(
         self,
@@ -330,10 +334,12 @@ class SessionManager:
         act: Callable[[Ctx], Awaitable[T]],
         *,
         caller: Caller | None = None,
+        attempt: bool = True,
     ) -> T | None:
         """Run ``act`` on the locked account and its open attempt in one transaction, under the
         account's lock; then run the effects it queued. Without ``caller`` (engine events,
-        upkeep) a missing account is skipped; with one, it is ``NotFound`` for that caller."""
+        upkeep) a missing account is skipped; with one, it is ``NotFound`` for that caller.
+        ``attempt=False`` leaves ``ctx.attempt`` None, for work that never needs it."""
         async with self._lock(account_id):
 
             async def work(session: AsyncSession) -> tuple[T | None, list[Effect]]:
@@ -343,8 +349,8 @@ class SessionManager:
                         return None, []
                 else:
                     account = await get_account(session, caller, account_id, lock=True)
-                attempt = await open_attempt_of(session, account_id)
-                ctx = Ctx(session, account, attempt, utcnow())
+                open_one = await open_attempt_of(session, account_id) if attempt else None
+                ctx = Ctx(session, account, open_one, utcnow())
                 result = await act(ctx)
                 if AccountStatus(account.status) is not S.LINKING:
                     ctx.after.append(self.forget_codes(account_id))
