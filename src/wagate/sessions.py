@@ -8,6 +8,7 @@ take the same per-account lock, so a command and an engine event never interleav
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import weakref
 from collections import deque
@@ -46,6 +47,8 @@ S = AccountStatus
 ENGINE_CALL_TIMEOUT = 15.0
 Effect = Callable[[], Awaitable[None]]
 MESSAGE_EVENTS = (MessageReceived, MessageStatus)
+# The most message events of one account applied in one transaction.
+MESSAGE_BATCH = 64
 
 
 class SessionManager:
@@ -286,17 +289,33 @@ class SessionManager:
         queue = self._pending[account_id]
         try:
             while queue:
-                event = queue[0]
-                try:
-                    await self.apply(account_id, event)
-                except Exception:
-                    log.exception(
-                        "engine event not applied",
-                        extra={"account_id": account_id, "event": type(event).__name__},
-                    )
-                queue.popleft()
+                batch = _next_batch(queue)
+                if len(batch) > 1:
+                    try:
+                        await self.apply_messages(account_id, batch)
+                    except Exception:  # one bad message must not take the others with it
+                        log.warning(
+                            "message batch not applied, applying one by one",
+                            exc_info=True,
+                            extra={"account_id": account_id, "events": len(batch)},
+                        )
+                        for event in batch:
+                            await self._apply_logged(account_id, event)
+                else:
+                    await self._apply_logged(account_id, batch[0])
+                for _ in batch:
+                    queue.popleft()
         finally:
             del self._pending[account_id]
+
+    async def _apply_logged(self, account_id: str, event: EngineEvent) -> None:
+        try:
+            await self.apply(account_id, event)
+        except Exception:
+            log.exception(
+                "engine event not applied",
+                extra={"account_id": account_id, "event": type(event).__name__},
+            )
 
     async def settle(self) -> None:
         """Wait until every queued engine event has been applied (tests, shutdown)."""
@@ -327,6 +346,19 @@ class SessionManager:
 
         # Messages and receipts never touch a link attempt: one query fewer on the busiest path.
         await self.transact(account_id, act, attempt=not isinstance(event, MESSAGE_EVENTS))
+
+    async def apply_messages(self, account_id: str, events: list[EngineEvent]) -> None:
+        """Apply consecutive message events of one account in one transaction, in order: a burst
+        of messages (a busy group, a history sync) costs one commit, not one per message."""
+        if self.metrics is not None:
+            for event in events:
+                self.metrics.engine_event(type(event).__name__)
+
+        async def act(ctx: Ctx) -> None:
+            for event in events:
+                await HANDLERS[type(event)](self, ctx, event)
+
+        await self.transact(account_id, act, attempt=False)
 
     async def transact(
         self,
@@ -382,3 +414,14 @@ class SessionManager:
                 await self.auth.delete(account_id)
 
         return delete
+
+
+def _next_batch(queue: deque[EngineEvent]) -> list[EngineEvent]:
+    """The queue's head, with the message events that follow it when it is one."""
+    batch = [queue[0]]
+    if isinstance(queue[0], MESSAGE_EVENTS):
+        for event in itertools.islice(queue, 1, MESSAGE_BATCH):
+            if not isinstance(event, MESSAGE_EVENTS):
+                break
+            batch.append(event)
+    return batch
