@@ -151,47 +151,57 @@ async def due(
 async def claim(session: AsyncSession, ids: list[str], now: datetime, lease: float) -> list[Job]:
     """Take the rows still due (another process may have taken some): each attempt is counted
     when it is claimed, so a process killed mid-request still used it up."""
-    claimed: list[str] = []
-    for delivery_id in ids:
-        result = await session.execute(
-            update(WebhookDelivery)
-            .where(
-                WebhookDelivery.id == delivery_id,
-                WebhookDelivery.status == PENDING,
-                WebhookDelivery.next_attempt_at <= now,
-            )
-            .values(
-                attempts=WebhookDelivery.attempts + 1,
-                next_attempt_at=now + timedelta(seconds=lease),
-            )
-            .execution_options(synchronize_session=False)
+    until = now + timedelta(seconds=lease)
+    await session.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.id.in_(ids),
+            WebhookDelivery.status == PENDING,
+            WebhookDelivery.next_attempt_at <= now,
         )
-        if result.rowcount == 1:  # type: ignore[attr-defined]
-            claimed.append(delivery_id)
-    if not claimed:
-        return []
+        .values(attempts=WebhookDelivery.attempts + 1, next_attempt_at=until)
+        .execution_options(synchronize_session=False)
+    )
+    # The rows this statement took carry its lease; on PostgreSQL and MySQL they stay locked
+    # until the commit, so a concurrent claim of another process finds them taken.
     query = (
-        select(WebhookDelivery, Event, Workspace)
+        select(
+            WebhookDelivery.id,
+            WebhookDelivery.account_id,
+            WebhookDelivery.attempts,
+            WebhookDelivery.workspace_id,
+            Event,
+            Workspace.webhook_url,
+            Workspace.webhook_format,
+            Workspace.webhook_secret,
+        )
         .join(Event, Event.id == WebhookDelivery.event_id)
         .outerjoin(Workspace, Workspace.id == WebhookDelivery.workspace_id)
-        .where(WebhookDelivery.id.in_(claimed))
+        .where(WebhookDelivery.id.in_(ids), WebhookDelivery.next_attempt_at == until)
         .order_by(WebhookDelivery.event_id)
     )
-    jobs = []
-    for delivery, recorded, workspace in await session.execute(query):
-        jobs.append(
-            Job(
-                delivery_id=delivery.id,
-                account_id=delivery.account_id,
-                attempts=delivery.attempts,
-                event=recorded,
-                workspace_id=delivery.workspace_id,
-                url=workspace.webhook_url if workspace is not None else None,
-                format=workspace.webhook_format if workspace is not None else "wagate",
-                secret=workspace.webhook_secret if workspace is not None else None,
-            )
+    return [
+        Job(
+            delivery_id=delivery_id,
+            account_id=account_id,
+            attempts=attempts,
+            event=recorded,
+            workspace_id=workspace_id,
+            url=url,
+            format=format_ or "wagate",
+            secret=secret,
         )
-    return jobs
+        for (
+            delivery_id,
+            account_id,
+            attempts,
+            workspace_id,
+            recorded,
+            url,
+            format_,
+            secret,
+        ) in await session.execute(query)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
