@@ -451,16 +451,26 @@ class Options:
 
 async def run(options: Options) -> dict[str, object]:  # noqa: C901 - one linear scenario
     workdir = Path(tempfile.mkdtemp(prefix="wagate-bench-"))
+    note(f"gateway files (serve.log) in {workdir}")
     database_url = options.database_url or f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
     created_database = await ensure_database(database_url)
     receiver = Receiver()
     await receiver.start()
-    gateway = Gateway(workdir, database_url, WAGATE_SIM_TIME_SCALE=str(options.time_scale))
+    gateway = Gateway(
+        workdir,
+        database_url,
+        WAGATE_SIM_TIME_SCALE=str(options.time_scale),
+        # The sweeper's silence is in real seconds, the sim's code lifetimes in sim seconds:
+        # a slowed sim clock would otherwise look like a silent engine.
+        WAGATE_ATTEMPT_SILENCE_SECONDS=str(300.0 * max(1.0, options.time_scale)),
+    )
     clients = SseClients()
     # How long each wait may take before the run fails with what is missing.
     patience = 60.0 + 1.0 * options.accounts
     cpu_started = time.process_time()
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    # Idle connections are dropped before uvicorn's 5 s keep-alive ends them, so that a scan
+    # never goes out on a connection the server is closing.
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256, keepalive_expiry=2)
     try:
         gateway.start()
         async with httpx.AsyncClient(base_url=gateway.url, timeout=120.0, limits=limits) as http:
