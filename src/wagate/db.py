@@ -7,7 +7,8 @@ import contextlib
 import logging
 import random
 import warnings
-from collections.abc import Awaitable, Callable, Collection
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 from alembic import command
@@ -97,6 +98,47 @@ def _sqlite_setup(engine: AsyncEngine, *, writer: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+class WriteGate:
+    """A lock handed over in arrival order, except that urgent waiters go first."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiting: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (
+            deque(),
+            deque(),
+        )
+
+    @contextlib.asynccontextmanager
+    async def hold(self, urgent: bool = False) -> AsyncIterator[None]:
+        if self._held:
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiting[0 if urgent else 1].append(turn)
+            try:
+                await turn
+            except BaseException:
+                if turn.done() and not turn.cancelled():
+                    self._release()  # handed over just as we were cancelled: pass it on
+                else:
+                    with contextlib.suppress(ValueError):  # already passed over
+                        self._waiting[0 if urgent else 1].remove(turn)
+                raise
+        else:
+            self._held = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        for queue in self._waiting:
+            while queue:
+                turn = queue.popleft()
+                if not turn.done():
+                    turn.set_result(None)  # still held: ownership passes to that waiter
+                    return
+        self._held = False
+
+
 class Database:
     """One async engine and its sessions; ``close()`` is idempotent."""
 
@@ -133,7 +175,7 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time: queueing writers here is much cheaper than letting
         # them poll the file lock in SQLite's busy handler (which sleeps up to 100 ms a try).
-        self._write_gate: asyncio.Lock | None = asyncio.Lock() if self.backend == "sqlite" else None
+        self._write_gate: WriteGate | None = WriteGate() if self.backend == "sqlite" else None
         # For reading only: nothing written through these is ever committed.
         self.read_sessions = async_sessionmaker(self.reader, expire_on_commit=False)
         self._closed = False
@@ -144,15 +186,18 @@ class Database:
         *,
         retry_integrity: bool = False,
         attempts: int = 8,
+        urgent: bool = False,
     ) -> T:
         """Run ``work`` in one transaction, committed on success; rerun it on lock conflicts.
 
         ``retry_integrity`` also reruns it after a unique-key race, for work that reads what the
         winner wrote and decides again (two accounts linking the same phone at once).
+        ``urgent`` work goes before the other writers waiting for SQLite's single write lock:
+        short transactions others wait on (settling webhook deliveries).
         """
         for attempt in range(1, attempts + 1):
             try:
-                async with self._writing(), self.sessions() as session, session.begin():
+                async with self._writing(urgent), self.sessions() as session, session.begin():
                     result = await work(session)
                 if self.on_commit is not None:
                     self.on_commit(session.info.get(_TOPICS, ()))
@@ -165,8 +210,10 @@ class Database:
                 await asyncio.sleep(random.uniform(0.005, 0.02) * attempt)
         raise AssertionError("unreachable")
 
-    def _writing(self) -> contextlib.AbstractAsyncContextManager[object]:
-        return self._write_gate if self._write_gate is not None else contextlib.nullcontext()
+    def _writing(self, urgent: bool) -> contextlib.AbstractAsyncContextManager[object]:
+        if self._write_gate is None:
+            return contextlib.nullcontext()
+        return self._write_gate.hold(urgent)
 
     async def ping(self) -> bool:
         """Whether the database answers a trivial query."""

@@ -253,7 +253,9 @@ class Dispatcher:
             outcomes = [outcome for outcome, _ in batch]
             lease = None if self._stopping else self.lease
             try:
-                jobs = await self.db.run(partial(deliveries.settle, outcomes=outcomes, lease=lease))
+                jobs = await self.db.run(
+                    partial(deliveries.settle, outcomes=outcomes, lease=lease), urgent=True
+                )
             except Exception as exc:  # each waiting lane sees the failure as its own
                 for _, done in batch:
                     if not done.done():
