@@ -35,7 +35,10 @@ Figures (p50, p99, max in ms, and the count):
 The SSE streams are read by ``--sse-workers`` client subprocesses (plain asyncio sockets, no HTTP
 library), so that the frames' arrival times do not queue behind the process that schedules the
 scans and runs the receiver; every process reports its CPU seconds, so the reader can tell
-whether the client side was the limit. All clocks are ``time.time()`` on the one machine.
+whether the client side was the limit. A stream the gateway ends is reopened after 2 s with
+``Last-Event-ID``, as a browser would (``sse_reconnects``); its events still count, late.
+``gateway_idle_cpu_percent`` is the gateway's CPU while the N streams are open and nothing
+happens. All clocks are ``time.time()`` on the one machine.
 
 A PostgreSQL ``--database-url`` naming a database that does not exist gets it created for the
 run and dropped after it; an existing one is used as it is.
@@ -81,40 +84,75 @@ Arrival = tuple[float, int, str, str, str]
 # -- SSE clients (run in subprocesses) -----------------------------------------------------------
 
 
-async def _open_stream(
-    host: str, port: int, key: str, account_id: str
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    reader, writer = await asyncio.open_connection(host, port)
-    writer.write(
-        f"GET /v1/accounts/{account_id}/events HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        f"Authorization: Bearer {key}\r\nAccept: text/event-stream\r\n\r\n".encode()
-    )
-    head = (await reader.readuntil(b"\r\n\r\n")).lower()
-    if not head.startswith(b"http/1.1 200") or b"transfer-encoding: chunked" not in head:
-        raise RuntimeError(f"event stream of {account_id}: {head.splitlines()[0]!r}")
-    return reader, writer  # the writer is kept: collecting it would close the connection
+RETRY_SECONDS = 2.0  # what the gateway's ``retry:`` field asks of a client before it reconnects
 
 
-async def _read_stream(
-    reader: asyncio.StreamReader, seen: list[Arrival], reports: Connection
-) -> None:
-    """Decode the chunked body, note the arrival of every ``data:`` frame and pass each QR code
-    on to the parent (codes stay in memory: never printed)."""
-    buffer = b""
-    while size := int((await reader.readline()).split(b";")[0], 16):
-        chunk = await reader.readexactly(size + 2)
-        arrived = time.time()
-        buffer += chunk[:-2]
-        while b"\n\n" in buffer:
-            frame, buffer = buffer.split(b"\n\n", 1)
-            for line in frame.split(b"\n"):
-                if not line.startswith(b"data: "):
-                    continue
-                event = json.loads(line[6:])
-                account_id, kind = event["account_id"], event["type"]
-                seen.append((arrived, event["id"], account_id, kind, event["created_at"]))
-                if kind == "link.qr":
-                    reports.send(("qr", account_id, event["data"]["code"]))
+@dataclass
+class _Stream:
+    """One account's event stream, reopened after ``Last-Event-ID`` when the server ends it,
+    as a browser's EventSource would; nothing is lost, the lost time counts in the figures."""
+
+    host: str
+    port: int
+    key: str
+    account_id: str
+    seen: list[Arrival]
+    reports: Connection
+    last_id: int = 0  # the account is new: 0 (the whole history) is "from now on"
+    reconnects: int = 0
+    writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> asyncio.StreamReader:
+        reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(
+            f"GET /v1/accounts/{self.account_id}/events HTTP/1.1\r\n"
+            f"Host: {self.host}:{self.port}\r\nAuthorization: Bearer {self.key}\r\n"
+            f"Accept: text/event-stream\r\nLast-Event-ID: {self.last_id}\r\n\r\n".encode()
+        )
+        head = (await reader.readuntil(b"\r\n\r\n")).lower()
+        if not head.startswith(b"http/1.1 200") or b"transfer-encoding: chunked" not in head:
+            raise RuntimeError(f"event stream of {self.account_id}: {head.splitlines()[0]!r}")
+        return reader
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    async def follow(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                await self._read(reader)
+            self.close()
+            while True:
+                self.reconnects += 1
+                await asyncio.sleep(RETRY_SECONDS)
+                try:
+                    reader = await self.open()
+                    break
+                except (OSError, asyncio.IncompleteReadError, RuntimeError):
+                    self.close()
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        """Decode the chunked body until it ends, note the arrival of every ``data:`` frame and
+        pass each QR code on to the parent (codes stay in memory: never printed)."""
+        buffer = b""
+        while (line := await reader.readline()) and (size := int(line.split(b";")[0], 16)):
+            chunk = await reader.readexactly(size + 2)
+            arrived = time.time()
+            buffer += chunk[:-2]
+            while b"\n\n" in buffer:
+                frame, buffer = buffer.split(b"\n\n", 1)
+                for field_line in frame.split(b"\n"):
+                    if field_line.startswith(b"data: "):
+                        self._note(arrived, json.loads(field_line[6:]))
+
+    def _note(self, arrived: float, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        self.seen.append((arrived, event["id"], self.account_id, kind, event["created_at"]))
+        self.last_id = event["id"]
+        if kind == "link.qr":
+            self.reports.send(("qr", self.account_id, event["data"]["code"]))
 
 
 async def _sse_client(
@@ -124,29 +162,32 @@ async def _sse_client(
     url = urlsplit(base_url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
     seen: list[Arrival] = []
+    streams = [_Stream(host, port, key, a, seen, reports) for a in account_ids]
     gate = asyncio.Semaphore(32)
 
-    async def opened(account_id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def opened(stream: _Stream) -> asyncio.StreamReader:
         async with gate:
-            return await _open_stream(host, port, key, account_id)
+            return await stream.open()
 
-    streams = await asyncio.gather(*(opened(a) for a in account_ids))
-    tasks = [asyncio.create_task(_read_stream(reader, seen, reports)) for reader, _ in streams]
+    readers = await asyncio.gather(*(opened(s) for s in streams))
+    tasks = [asyncio.create_task(s.follow(r)) for s, r in zip(streams, readers, strict=True)]
     reports.send(("ready", len(streams)))
     expected, timeout = await asyncio.to_thread(orders.recv)
     deadline = time.monotonic() + timeout
     while len(seen) < expected and time.monotonic() < deadline:
-        if any(task.done() for task in tasks):  # a stream ended: its events would never come
+        if any(task.done() for task in tasks):  # follow() ends only by failing
             break
         await asyncio.sleep(0.05)
     for task in tasks:
         task.cancel()
-    ended = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if r is not None]
-    for _, writer in streams:
-        writer.close()
-    if ended and not all(isinstance(r, asyncio.CancelledError) for r in ended):
-        raise RuntimeError(f"an event stream ended early: {ended[0]!r}")
-    reports.send(("done", seen, time.process_time() - started))
+    ended = await asyncio.gather(*tasks, return_exceptions=True)
+    for stream in streams:
+        stream.close()
+    failed = [r for r in ended if not isinstance(r, asyncio.CancelledError)]
+    if failed:
+        raise RuntimeError(f"an event stream failed: {failed[0]!r}")
+    reconnects = sum(s.reconnects for s in streams)
+    reports.send(("done", seen, time.process_time() - started, reconnects))
 
 
 def sse_client(
@@ -172,7 +213,7 @@ class _Client:
     reports: Connection  # child → parent: ready, QR codes, what arrived
     share: set[str]
     ready: asyncio.Future[None]
-    done: asyncio.Future[tuple[list[Arrival], float]]
+    done: asyncio.Future[tuple[list[Arrival], float, int]]
     listener: asyncio.Task[None] | None = None
 
 
@@ -216,7 +257,7 @@ class SseClients:
                 elif message[0] == "ready":
                     client.ready.set_result(None)
                 elif message[0] == "done":
-                    client.done.set_result((message[1], message[2]))
+                    client.done.set_result((message[1], message[2], message[3]))
                     return
                 else:
                     raise RuntimeError(f"SSE client failed: {message[1]}")
@@ -242,15 +283,16 @@ class SseClients:
 
     async def collect(
         self, expected_per_account: dict[str, int], timeout: float
-    ) -> tuple[list[Arrival], float]:
+    ) -> tuple[list[Arrival], float, int]:
         for client in self.clients:
             client.orders.send((sum(expected_per_account.get(a, 0) for a in client.share), timeout))
         seen: list[Arrival] = []
-        cpu = 0.0
-        for arrivals, seconds in await asyncio.gather(*(c.done for c in self.clients)):
+        cpu, reconnects = 0.0, 0
+        for arrivals, seconds, reopened in await asyncio.gather(*(c.done for c in self.clients)):
             seen.extend(arrivals)
             cpu += seconds
-        return seen, cpu
+            reconnects += reopened
+        return seen, cpu, reconnects
 
     async def close(self) -> None:
         for client in self.clients:
@@ -530,7 +572,7 @@ async def run(options: Options) -> dict[str, object]:  # noqa: C901 - one linear
             per_account: dict[str, int] = {}
             for event in events:
                 per_account[event["account_id"]] = per_account.get(event["account_id"], 0) + 1
-            sse, sse_cpu = await clients.collect(per_account, patience)
+            sse, sse_cpu, reconnects = await clients.collect(per_account, patience)
             run_seconds = time.monotonic() - started
             gateway_cpu = cpu_seconds(gateway.pid) - gateway_cpu
     finally:
@@ -563,6 +605,7 @@ async def run(options: Options) -> dict[str, object]:  # noqa: C901 - one linear
         "events_committed": len(events),
         "events_sse": len(sse),
         "events_webhook": len(hooks),
+        "sse_reconnects": reconnects,
         "connected": options.accounts,
         "open_attempts": open_attempts,
         "rescans": scans.rescans,
