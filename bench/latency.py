@@ -36,7 +36,9 @@ The SSE streams are read by ``--sse-workers`` client subprocesses (plain asyncio
 library), so that the frames' arrival times do not queue behind the process that schedules the
 scans and runs the receiver; every process reports its CPU seconds, so the reader can tell
 whether the client side was the limit. A stream the gateway ends is reopened after 2 s with
-``Last-Event-ID``, as a browser would (``sse_reconnects``); its events still count, late.
+``Last-Event-ID``, as a browser would (``sse_reconnects``); its events still count, late. A 5xx
+answer to this process's requests is retried a second later (``server_errors``; a scan's t0 is
+then its first try).
 ``gateway_idle_cpu_percent`` is the gateway's CPU while the N streams are open and nothing
 happens. All clocks are ``time.time()`` on the one machine.
 
@@ -354,6 +356,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class RetryServerErrors(httpx.AsyncHTTPTransport):
+    """Sends a request again, up to 10 times a second apart, while the gateway answers 5xx (a
+    database pool running dry under load does that); every such answer is counted."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.errors = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        for _ in range(10):
+            response = await super().handle_async_request(request)
+            if response.status_code < 500:
+                return response
+            await response.aclose()
+            self.errors += 1
+            await asyncio.sleep(1.0)
+        return await super().handle_async_request(request)
+
+
 async def current_code(http: httpx.AsyncClient, auth: dict[str, str], account_id: str) -> str:
     """The account's live QR code; opens an attempt when none is open (the call is idempotent)."""
     path = f"/v1/accounts/{account_id}"
@@ -513,9 +534,12 @@ async def run(options: Options) -> dict[str, object]:  # noqa: C901 - one linear
     # Idle connections are dropped before uvicorn's 5 s keep-alive ends them, so that a scan
     # never goes out on a connection the server is closing.
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256, keepalive_expiry=2)
+    transport = RetryServerErrors(limits=limits)
     try:
         gateway.start()
-        async with httpx.AsyncClient(base_url=gateway.url, timeout=120.0, limits=limits) as http:
+        async with httpx.AsyncClient(
+            base_url=gateway.url, timeout=120.0, transport=transport
+        ) as http:
             workspace = (
                 await http.post(
                     "/v1/workspaces",
@@ -606,6 +630,7 @@ async def run(options: Options) -> dict[str, object]:  # noqa: C901 - one linear
         "events_sse": len(sse),
         "events_webhook": len(hooks),
         "sse_reconnects": reconnects,
+        "server_errors": transport.errors,
         "connected": options.accounts,
         "open_attempts": open_attempts,
         "rescans": scans.rescans,
