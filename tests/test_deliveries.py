@@ -3,7 +3,7 @@ next delivery claimed in the transaction that settles the one before it."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -93,3 +93,55 @@ async def test_settling_claims_each_accounts_next_delivery(database: Database) -
         rows = await deliveries.page(session, Caller(key_id=None, workspace_id=None), limit=100)
     statuses = {(d.account_id, seq): d.status for seq, (d, _type) in enumerate(rows)}
     assert sorted(statuses.values()) == ["dead", "delivered", "delivered", *["pending"] * 3]
+
+
+async def test_a_deeper_claim_takes_the_due_prefix_and_unsent_get_their_attempt_back(
+    database: Database,
+) -> None:
+    first, second = await seed(database, per_account=4)
+
+    async def take(session: AsyncSession) -> list[deliveries.Job]:
+        found, _ = await deliveries.due(session, utcnow(), 100)
+        return await deliveries.claim(session, found, utcnow(), LEASE)
+
+    heads = {job.account_id: job for job in await database.run(take)}
+
+    async def deliver_first(session: AsyncSession) -> list[deliveries.Job]:
+        return await deliveries.settle(session, [outcome(heads[first])], lease=LEASE, depth=2)
+
+    prefetched = await database.run(deliver_first)
+    assert [(j.account_id, j.event.seq, j.attempts) for j in prefetched] == [
+        (first, 2, 1),
+        (first, 3, 1),
+    ]
+
+    # The second fails: the third was never sent and gives its attempt back; it waits behind.
+    async def fail_second(session: AsyncSession) -> list[deliveries.Job]:
+        return await deliveries.settle(
+            session,
+            [outcome(prefetched[0], "http_5xx", retry=True)],
+            lease=LEASE,
+            depth=2,
+            unsent=[prefetched[1].delivery_id],
+        )
+
+    assert await database.run(fail_second) == []
+    async with database.sessions() as session:
+        rows = await deliveries.page(session, Caller(key_id=None, workspace_id=None), limit=100)
+    attempts = {d.id: (d.status, d.attempts) for d, _type in rows}
+    assert attempts[prefetched[0].delivery_id] == ("pending", 1)
+    assert attempts[prefetched[1].delivery_id] == ("pending", 0)
+    # Nothing is due now (a retry waits, a lease runs); later the failed one goes first again.
+    assert await _due_seqs(database) == {}
+    later = utcnow() + timedelta(seconds=61)
+    assert await _due_seqs(database, later) == {first: 2, second: 1}
+
+
+async def _due_seqs(database: Database, at: datetime | None = None) -> dict[str | None, int]:
+    now = at or utcnow()
+    async with database.sessions() as session:
+        ids, _ = await deliveries.due(session, now, 100)
+        jobs = await deliveries.claim(session, ids, now, LEASE)
+        seqs = {job.account_id: job.event.seq for job in jobs}
+        await session.rollback()
+    return seqs

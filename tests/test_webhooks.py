@@ -3,6 +3,7 @@ API and a simulated phone (DESIGN §7)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections.abc import AsyncIterator, Callable
@@ -83,6 +84,7 @@ async def test_flaky_receiver_gets_every_event_in_order_signed(
     seqs = [r.json()["seq"] for r in receiver.requests]
     assert seqs == sorted(seqs)
 
+    await _settled(api, tenant)  # results are committed a moment after the receiver answers
     rows = await deliveries(api, tenant)
     assert [d["event_id"] for d in rows] == [e["id"] for e in events]
     assert all(d["status"] == "delivered" and d["last_error"] is None for d in rows)
@@ -146,5 +148,5 @@ async def _settled(api: ApiClient, tenant: Tenant, timeout: float = 10.0) -> Non
     deadline = time.monotonic() + timeout
     while await deliveries(api, tenant, status="pending"):
         assert time.monotonic() < deadline, "deliveries still pending"
-        await __import__("asyncio").sleep(0.05)
+        await asyncio.sleep(0.05)
     assert not await deliveries(api, tenant, status="dead")

@@ -224,11 +224,20 @@ class Outcome:
 
 
 async def settle(
-    session: AsyncSession, outcomes: list[Outcome], *, lease: float | None = None
+    session: AsyncSession,
+    outcomes: list[Outcome],
+    *,
+    lease: float | None = None,
+    depth: int = 1,
+    unsent: Collection[str] = (),
 ) -> list[Job]:
     """Record the results of a batch of attempts. With ``lease``, each account whose delivery
-    left the queue (delivered or dead) has its next delivery claimed at once when it is due,
-    in this same transaction: the sender carries on without waiting for a dispatch round."""
+    left the queue (delivered or dead) has its next deliveries (up to ``depth``) claimed at once
+    when they are due, in this same transaction: the sender carries on without waiting for a
+    dispatch round. ``unsent`` deliveries were claimed and never sent: they get their attempt
+    back and are due again."""
+    if unsent:
+        await release(session, list(unsent), utcnow(), refund=True)
     delivered: dict[int | None, list[Outcome]] = {}
     for outcome in outcomes:
         if outcome.result == "delivered":
@@ -254,16 +263,43 @@ async def settle(
     if not moved:
         return []
     now = max(o.now for o in outcomes)
-    heads = (
-        select(func.min(WebhookDelivery.event_id))
-        .where(WebhookDelivery.status == PENDING, WebhookDelivery.account_id.in_(moved))
-        .group_by(WebhookDelivery.account_id)
-    )
-    query = select(WebhookDelivery.id).where(
-        WebhookDelivery.event_id.in_(heads), WebhookDelivery.next_attempt_at <= now
-    )
-    ids = list((await session.execute(query)).scalars())
+    ids = await _due_prefixes(session, moved, now, depth)
     return await claim(session, ids, now, lease) if ids else []
+
+
+async def _due_prefixes(
+    session: AsyncSession, accounts: Collection[str | None], now: datetime, depth: int
+) -> list[str]:
+    """Each account's first pending deliveries, up to ``depth`` of them and up to the first
+    that is not due (a retry waiting, or one already claimed)."""
+    place = (
+        func.row_number()
+        .over(partition_by=WebhookDelivery.account_id, order_by=WebhookDelivery.event_id)
+        .label("place")
+    )
+    pending = (
+        select(
+            WebhookDelivery.id,
+            WebhookDelivery.account_id,
+            WebhookDelivery.next_attempt_at,
+            place,
+        )
+        .where(WebhookDelivery.status == PENDING, WebhookDelivery.account_id.in_(accounts))
+        .subquery()
+    )
+    query = (
+        select(pending.c.id, pending.c.account_id, pending.c.next_attempt_at)
+        .where(pending.c.place <= depth)
+        .order_by(pending.c.account_id, pending.c.place)
+    )
+    ids: list[str] = []
+    blocked: set[str | None] = set()
+    for delivery_id, account_id, next_attempt_at in await session.execute(query):
+        if account_id in blocked or next_attempt_at > now:
+            blocked.add(account_id)
+        else:
+            ids.append(delivery_id)
+    return ids
 
 
 async def _update(session: AsyncSession, ids: list[str], values: dict[str, Any]) -> None:
@@ -275,12 +311,18 @@ async def _update(session: AsyncSession, ids: list[str], values: dict[str, Any])
     )
 
 
-async def release(session: AsyncSession, ids: list[str], now: datetime) -> None:
-    """Deliveries whose request was cut short by shutdown are due again at once."""
+async def release(
+    session: AsyncSession, ids: list[str], now: datetime, *, refund: bool = False
+) -> None:
+    """Claimed deliveries are due again at once: cut short by shutdown, or (``refund``) never
+    sent, which gives their attempt back."""
+    values: dict[str, Any] = {"next_attempt_at": now}
+    if refund:
+        values["attempts"] = WebhookDelivery.attempts - 1
     await session.execute(
         update(WebhookDelivery)
         .where(WebhookDelivery.id.in_(ids), WebhookDelivery.status == PENDING)
-        .values(next_attempt_at=now)
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Collection
 from datetime import timedelta
 from functools import partial
@@ -74,6 +75,7 @@ class Dispatcher:
         concurrency: int | None = None,
         timeout: float = 10.0,
         poll: float = 1.0,
+        depth: int = 16,
     ) -> None:
         self.db = db
         self.bus = bus
@@ -84,6 +86,8 @@ class Dispatcher:
             min=settings.webhook_retry_min_seconds, max=settings.webhook_retry_max_seconds
         )
         self.concurrency = concurrency or settings.webhook_concurrency
+        # Deliveries of one account claimed at once and sent one after another.
+        self.depth = depth
         self.poll = poll
         # A claimed row is due again after this, should the process die mid-request.
         self.lease = timeout + 5.0
@@ -97,7 +101,9 @@ class Dispatcher:
         # Wakes the dispatch round: commits for accounts without a lane, ended lanes.
         self._wakeup = Wakeup()
         bus.listen(self._on_commit)
-        self._settles: list[tuple[deliveries.Outcome, asyncio.Future[Job | None]]] = []
+        self._settles: list[tuple[deliveries.Outcome, asyncio.Future[list[Job]], bool]] = []
+        # Claimed, never sent: their attempt is given back with the next commit.
+        self._unsent: list[str] = []
         self._flusher: asyncio.Task[None] | None = None
         self._stopping = False
         self._closed = False
@@ -165,31 +171,44 @@ class Dispatcher:
             self._wakeup.notify()
 
     async def _lane(self, job: Job) -> None:
-        """Send the account's deliveries in order until none is due (or one failed)."""
-        next_job: Job | None = job
-        while next_job is not None and not self._stopping:
-            next_job = await self._deliver(next_job)
+        """Send the account's deliveries in order until none is due (or one failed).
 
-    async def _deliver(self, job: Job) -> Job | None:
-        """One attempt; returns the account's next delivery when it was claimed with the
-        result."""
+        The lane holds up to ``depth`` claimed deliveries and sends the next as soon as the one
+        before it was answered; results are committed in the background. Were the process to die
+        first, the unsettled ones are sent again in order when their lease ends: at least once,
+        never out of order."""
+        queue = deque([job])
+        try:
+            while queue and not self._stopping:
+                outcome = await self._deliver(queue.popleft())
+                if outcome.result == "failed" and queue:
+                    # The rest wait behind the one that failed: they give their attempt back.
+                    self._unsent.extend(j.delivery_id for j in queue)
+                    queue.clear()
+                stored = self._store(outcome, wants_more=not queue and outcome.result != "failed")
+                if not queue:
+                    queue.extend(await stored)
+        finally:
+            if queue:  # stopping: released at close with their attempts given back
+                self._unsent.extend(j.delivery_id for j in queue)
+
+    async def _deliver(self, job: Job) -> deliveries.Outcome:
+        """One attempt at one delivery."""
         started = time.monotonic()
         if job.url is None or job.secret is None:
             # The workspace turned webhooks off (or is gone) since the event was recorded: the
             # delivery is dead, so it can be replayed once a URL is set again.
             log.info("webhooks disabled, delivery dropped", extra={"event_id": job.event.id})
-            return await self._settle(
-                job, status=None, error="disabled", started=started, final=True
-            )
+            return self._outcome(job, status=None, error="disabled", started=started, final=True)
         try:
             secret = self.cipher.decrypt_text(job.secret, context=f"webhook:{job.workspace_id}")
             outgoing = webhooks.build(job.format, envelope(job.event), secret, int(time.time()))
         except Exception:  # an unreadable secret or event: retried, then dead, never stuck
             log.warning("webhook request could not be built", extra={"event_id": job.event.id})
-            return await self._settle(job, status=None, error="other", started=started)
+            return self._outcome(job, status=None, error="other", started=started)
         if outgoing is None:
             # The blazz format has no name for this event: nothing to send, nothing to retry.
-            return await self._settle(job, status=None, error=None, started=started)
+            return self._outcome(job, status=None, error=None, started=started)
         assert self._client is not None
         status: int | None = None
         failure: BaseException | None = None
@@ -206,9 +225,9 @@ class Dispatcher:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             failure = exc
         error = classify(status, failure)
-        return await self._settle(job, status=status, error=error, started=started)
+        return self._outcome(job, status=status, error=error, started=started)
 
-    async def _settle(
+    def _outcome(
         self,
         job: Job,
         *,
@@ -216,14 +235,12 @@ class Dispatcher:
         error: str | None,
         started: float,
         final: bool = False,
-    ) -> Job | None:
+    ) -> deliveries.Outcome:
         now = utcnow()
         retry_at = None
         if error is not None and not final and job.attempts < self.max_attempts:
             retry_at = now + timedelta(seconds=self.backoff.delay(job.attempts))
         outcome = deliveries.Outcome(job.delivery_id, job.account_id, now, status, error, retry_at)
-        next_job = await self._store(outcome)
-        self._claimed.discard(job.delivery_id)
         if self.metrics is not None:
             self.metrics.observe_delivery(outcome.result, time.monotonic() - started)
         if error is not None and not final:
@@ -238,36 +255,56 @@ class Dispatcher:
                     "result": outcome.result,
                 },
             )
-        return next_job
+        return outcome
 
-    async def _store(self, outcome: deliveries.Outcome) -> Job | None:
-        done: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
-        self._settles.append((outcome, done))
+    def _store(self, outcome: deliveries.Outcome, *, wants_more: bool) -> asyncio.Future[list[Job]]:
+        """Queue the result for the next group commit; the future gives the account's next
+        deliveries when ``wants_more`` (claimed in that commit), else nothing."""
+        done: asyncio.Future[list[Job]] = asyncio.get_running_loop().create_future()
+        if not wants_more:
+            # Nobody waits on it; a failed commit leaves the row leased, sent again later.
+            done.add_done_callback(_quiet)
+        self._settles.append((outcome, done, wants_more))
         if self._flusher is None or self._flusher.done():
             self._flusher = self._sending.spawn(self._flush(), name="settle")
-        return await done
+        return done
 
     async def _flush(self) -> None:
         while self._settles:
             batch, self._settles = self._settles, []
-            outcomes = [outcome for outcome, _ in batch]
+            unsent, self._unsent = self._unsent, []
+            outcomes = [outcome for outcome, _, _ in batch]
             lease = None if self._stopping else self.lease
+            work = partial(
+                deliveries.settle,
+                outcomes=outcomes,
+                lease=lease,
+                depth=self.depth,
+                unsent=unsent,
+            )
             try:
-                jobs = await self.db.run(
-                    partial(deliveries.settle, outcomes=outcomes, lease=lease), urgent=True
-                )
+                jobs = await self.db.run(work, urgent=True)
             except Exception as exc:  # each waiting lane sees the failure as its own
-                for _, done in batch:
+                log.warning("webhook results not stored; sent again when their lease ends")
+                self._unsent.extend(unsent)
+                for _, done, _ in batch:
                     if not done.done():
                         done.set_exception(exc)
                 continue
+            self._claimed.difference_update(o.delivery_id for o in outcomes)
+            self._claimed.difference_update(unsent)
             self._claimed.update(job.delivery_id for job in jobs)
-            following = {job.account_id: job for job in jobs}
-            for outcome, done in batch:
-                if not done.done():
-                    done.set_result(following.pop(outcome.account_id, None))
-            if following:  # a lane that was cut short: its claim is released at close
-                log.debug("claimed deliveries left for the next round", extra={"n": len(following)})
+            following: dict[str | None, list[Job]] = {}
+            for job in jobs:
+                following.setdefault(job.account_id, []).append(job)
+            for outcome, done, wants_more in batch:
+                more = following.pop(outcome.account_id, []) if wants_more else []
+                if done.done():  # the lane is gone (shutdown): the claims are given back
+                    self._unsent.extend(j.delivery_id for j in more)
+                else:
+                    done.set_result(more)
+            for left in following.values():  # claimed for a lane that did not ask
+                self._unsent.extend(j.delivery_id for j in left)
 
     async def close(self, drain: float = 2.0) -> None:
         """Stop claiming; let requests in flight finish for up to ``drain`` seconds; the rest
@@ -282,13 +319,21 @@ class Dispatcher:
         if pending and drain > 0:
             await asyncio.wait(pending, timeout=drain)
         await self._sending.close()
-        cut = list(self._claimed)
-        if cut:
-            with contextlib.suppress(Exception):  # a lease that is not released still ends
+        unsent = set(self._unsent)
+        cut = list(self._claimed - unsent)
+        with contextlib.suppress(Exception):  # a lease that is not released still ends
+            if cut:
                 await self.db.run(partial(_release, cut))
+            if unsent:
+                await self.db.run(partial(_release, list(unsent & self._claimed), refund=True))
         if self._client is not None:
             await self._client.close()
 
 
-async def _release(ids: list[str], session: AsyncSession) -> None:
-    await deliveries.release(session, ids, utcnow())
+async def _release(ids: list[str], session: AsyncSession, *, refund: bool = False) -> None:
+    await deliveries.release(session, ids, utcnow(), refund=refund)
+
+
+def _quiet(done: asyncio.Future[list[Job]]) -> None:
+    if not done.cancelled():
+        done.exception()  # retrieved: a failed commit was logged where it happened
