@@ -18,7 +18,10 @@ event loop and emits ``Paired`` (committed as ``link.paired``) and the credentia
 ``Connected`` follows after 1 sim second (``--time-scale`` seconds), committed as
 ``session.connected``, ``link.succeeded`` and ``account.status``. QR codes rotate on the sim's own
 timers (first code 60 sim s, then five of 20 s); a scan that meets a rotated code reads the
-current one and scans again (counted as ``rescans``).
+current one and scans again (counted as ``rescans``). ``open_attempts`` says how many attempts
+were still open when scanning began: fewer than N means the first codes ran out while the last
+attempts were being opened; raise ``--time-scale`` then (the attempt sweeper's silence is scaled
+with it). ``--quick`` is 50 accounts.
 
 Figures (p50, p99, max in ms, and the count):
 
