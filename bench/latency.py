@@ -57,7 +57,6 @@ import asyncio
 import contextlib
 import json
 import multiprocessing
-import os
 import signal
 import statistics
 import sys
@@ -77,7 +76,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway import Gateway, admin_headers  # noqa: E402
+from gateway import Gateway, admin_headers, cpu_seconds  # noqa: E402
 
 from receiver import Receiver  # noqa: E402
 from wagate.db import async_url  # noqa: E402
@@ -351,12 +350,6 @@ async def drop_database(url: str) -> None:
 def note(line: str) -> None:
     """Progress of a long run, on stderr: stdout is the report."""
     print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class RetryServerErrors(httpx.AsyncHTTPTransport):
