@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from tests.apiclient import ApiClient
 from wagate.engines import base as ev
@@ -52,3 +53,29 @@ async def test_outdated_during_link_fails_the_attempt(gateway_factory, fresh_dat
     assert (after["status"], after["status_reason"]) == ("failed", "client_outdated")
     [attempt] = await api.attempts(tenant, account["id"])
     assert (attempt["outcome"], attempt["reason"]) == ("failed", "client_outdated")
+
+
+async def test_an_event_is_applied_again_while_the_database_is_out_of_reach(  # type: ignore[no-untyped-def]
+    gateway_factory, fresh_database_url, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pool that gives no connection in time (a busy PostgreSQL) must not drop the event."""
+    api: ApiClient = await gateway_factory(await fresh_database_url("sqlite"))
+    tenant = await api.tenant()
+    account = await api.account(tenant)
+    await api.link_phone(tenant, account["id"], "5511999990021")
+    assert api.app is not None
+    manager = api.app.state.gateway.sessions
+    real_apply = manager.apply
+    failures = [PoolTimeout("QueuePool limit reached"), PoolTimeout("QueuePool limit reached")]
+
+    async def flaky_apply(account_id: str, event: ev.EngineEvent) -> None:
+        if failures:
+            raise failures.pop()
+        await real_apply(account_id, event)
+
+    monkeypatch.setattr(manager, "apply", flaky_apply)
+    manager._on_engine_event(account["id"], ev.Disconnected("connection_lost", will_retry=True))
+    await manager.settle()
+    assert failures == []
+    after = await api.get_account(tenant, account["id"])
+    assert (after["status"], after["status_reason"]) == ("reconnecting", "connection_lost")

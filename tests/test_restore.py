@@ -32,7 +32,7 @@ class CountingSim(SimEngine):
         self.in_flight += 1
         self.most = max(self.most, self.in_flight)
         try:
-            await asyncio.sleep(0.1)  # a connect that takes a while, so overlap shows
+            await asyncio.sleep(0.3)  # a connect that takes a while, so overlap shows
             self.connected.append(account_id)
             await super().connect(account_id, credentials)
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes.util
 import importlib.util
 import logging
@@ -26,6 +27,7 @@ from wagate.sessions import SessionManager
 from wagate.stores import open_auth_store
 from wagate.stores.base import AuthStore
 
+STREAM_READS = 4
 log = logging.getLogger("wagate.gateway")
 
 
@@ -53,6 +55,9 @@ class Gateway:
         # Tests and benchmarks may hand in an engine; otherwise the settings choose one.
         self._given_engine = engine
         self.bus = Wakeup()
+        # Event streams read the database a few at a time: a thousand streams woken at once
+        # must not take every pooled connection from the writers (engine events, commands).
+        self.stream_reads = asyncio.Semaphore(STREAM_READS)
         self.metrics = Metrics()
         # Set when shutdown begins: event streams end so the server's drain does not wait on them.
         self.stopping = False

@@ -17,6 +17,8 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wagate import ratelimit
@@ -30,7 +32,14 @@ from wagate.engines.base import (
     MessageReceived,
     MessageStatus,
 )
-from wagate.errors import EngineTimeout, EngineUnavailable, NoOpenAttempt, NotFound, WagateError
+from wagate.errors import (
+    EngineTimeout,
+    EngineUnavailable,
+    NoOpenAttempt,
+    NotFound,
+    StoreUnavailable,
+    WagateError,
+)
 from wagate.linking import abandon_link, open_attempt, open_attempt_of
 from wagate.logs import WagateMessage
 from wagate.metrics import Metrics, run_counted
@@ -49,6 +58,9 @@ Effect = Callable[[], Awaitable[None]]
 MESSAGE_EVENTS = (MessageReceived, MessageStatus)
 # The most message events of one account applied in one transaction.
 MESSAGE_BATCH = 64
+# Failures that pass: no pooled connection free in time, a lost connection, a store away.
+UNREACHABLE = (SQLAlchemyTimeoutError, OperationalError, InterfaceError, StoreUnavailable)
+APPLY_TRIES = 8
 
 
 class SessionManager:
@@ -309,13 +321,26 @@ class SessionManager:
             del self._pending[account_id]
 
     async def _apply_logged(self, account_id: str, event: EngineEvent) -> None:
-        try:
-            await self.apply(account_id, event)
-        except Exception:
-            log.exception(
-                "engine event not applied",
-                extra={"account_id": account_id, "event": type(event).__name__},
-            )
+        """Apply one event; while the database (or the credential store) is out of reach it is
+        tried again, the account's later events waiting behind it, rather than dropped."""
+        for attempt in range(1, APPLY_TRIES + 1):
+            try:
+                await self.apply(account_id, event)
+                return
+            except UNREACHABLE:
+                if attempt == APPLY_TRIES or self._closed:
+                    break
+                log.warning(
+                    "database out of reach, engine event applied again shortly",
+                    extra={"account_id": account_id, "event": type(event).__name__},
+                )
+                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+            except Exception:
+                break
+        log.exception(
+            "engine event not applied",
+            extra={"account_id": account_id, "event": type(event).__name__},
+        )
 
     async def settle(self) -> None:
         """Wait until every queued engine event has been applied (tests, shutdown)."""

@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException
 
 from wagate import errors
@@ -90,6 +92,14 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+async def _database_unreachable(request: Request, exc: Exception) -> JSONResponse:
+    # No pooled connection in time, or the connection was lost: try again shortly.
+    log.warning("database out of reach", extra={"path": request.url.path})
+    response = error_response(503, "database_unavailable", "the database is busy or out of reach")
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error", exc_info=exc, extra={"path": request.url.path})
     return error_response(500, "internal_error", "internal error")
@@ -99,4 +109,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.WagateError, _wagate_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    for unreachable in (SQLAlchemyTimeoutError, OperationalError, InterfaceError):
+        app.add_exception_handler(unreachable, _database_unreachable)
     app.add_exception_handler(Exception, _unexpected)

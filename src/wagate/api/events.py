@@ -22,9 +22,10 @@ from wagate.outbox import envelope
 log = logging.getLogger("wagate.api.events")
 
 KEEPALIVE_SECONDS = 15.0
-# The bus wakes streams on this process's commits; the poll bounds the delay of a wake-up
-# that came between a read and the next wait, and of commits made by other processes.
-POLL_SECONDS = 2.0
+# The bus wakes a stream on this process's commits of its account's events; the poll bounds the
+# delay of commits made by other processes. Each poll is a read, so with a thousand streams
+# open it must be rare: it comes with the keep-alive.
+POLL_SECONDS = KEEPALIVE_SECONDS
 
 router = APIRouter(
     tags=["events"],
@@ -109,7 +110,7 @@ async def _frames(gateway: Gateway, account_id: str, cursor: int) -> AsyncIterat
         while not gateway.stopping:
             seen = gateway.bus.mark(account_id)
             try:
-                async with gateway.db.read_sessions() as session:
+                async with gateway.stream_reads, gateway.db.read_sessions() as session:
                     rows = await events.account_events(session, account_id, cursor)
             except SQLAlchemyError:
                 log.warning("event stream lost the database", extra={"account_id": account_id})
