@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway import Gateway, admin_headers  # noqa: E402
+from gateway import Gateway, bearer, workspace_key  # noqa: E402
 
 
 async def run(
@@ -32,10 +32,7 @@ async def run(
     try:
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30.0, limits=limits) as http:
-            workspace = (
-                await http.post("/v1/workspaces", json={"name": "bench"}, headers=admin_headers())
-            ).json()
-            auth = {"Authorization": f"Bearer {workspace['api_key']}"}
+            auth = bearer(await workspace_key(http))
             ids = []
             for n in range(accounts):
                 r = await http.post("/v1/accounts", json={"label": f"a{n}"}, headers=auth)

@@ -99,5 +99,17 @@ class Gateway:
                 self.process.wait(5)
 
 
-def admin_headers() -> dict[str, str]:
-    return {"Authorization": f"Bearer {ADMIN_KEY}"}
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def workspace_key(http: httpx.AsyncClient, webhook_url: str | None = None) -> str:
+    """Create the benchmark's workspace (webhooks to ``webhook_url`` when given); returns its
+    API key."""
+    body: dict[str, str] = {"name": "bench"}
+    if webhook_url is not None:
+        body["webhook_url"] = webhook_url
+    response = await http.post("/v1/workspaces", json=body, headers=bearer(ADMIN_KEY))
+    response.raise_for_status()
+    key: str = response.json()["api_key"]
+    return key

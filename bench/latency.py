@@ -76,7 +76,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway import Gateway, admin_headers, cpu_seconds  # noqa: E402
+from gateway import Gateway, bearer, cpu_seconds, workspace_key  # noqa: E402
 
 from receiver import Receiver  # noqa: E402
 from wagate.db import async_url  # noqa: E402
@@ -536,14 +536,8 @@ async def run(options: Options) -> dict[str, object]:  # noqa: C901 - one linear
         async with httpx.AsyncClient(
             base_url=gateway.url, timeout=120.0, transport=transport
         ) as http:
-            workspace = (
-                await http.post(
-                    "/v1/workspaces",
-                    headers=admin_headers(),
-                    json={"name": "bench", "webhook_url": receiver.url},
-                )
-            ).json()
-            auth = {"Authorization": f"Bearer {workspace['api_key']}"}
+            key = await workspace_key(http, receiver.url)
+            auth = bearer(key)
             http.headers.update(auth)
             gate = asyncio.Semaphore(options.link_concurrency)
 
@@ -556,9 +550,7 @@ async def run(options: Options) -> dict[str, object]:  # noqa: C901 - one linear
             ids = list(await asyncio.gather(*(create(n) for n in range(options.accounts))))
             phones = {a: f"5513{n:09d}" for n, a in enumerate(ids)}
             baseline = max((int(e["id"]) for e in await committed_events(http, auth)), default=0)
-            await clients.start(
-                gateway.url, workspace["api_key"], ids, options.sse_workers, patience
-            )
+            await clients.start(gateway.url, key, ids, options.sse_workers, patience)
 
             # What the open streams alone cost the gateway, before anything happens.
             idle_cpu = cpu_seconds(gateway.pid)

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway import Gateway, admin_headers, cpu_seconds  # noqa: E402
+from gateway import Gateway, bearer, cpu_seconds, workspace_key  # noqa: E402
 
 from receiver import Receiver  # noqa: E402
 from wagate.db import Database  # noqa: E402
@@ -103,14 +103,7 @@ async def run(url: str | None, accounts: int, burst: int) -> dict[str, object]:
     gateway.start()
     try:
         async with httpx.AsyncClient(base_url=gateway.url, timeout=60.0) as http:
-            workspace = (
-                await http.post(
-                    "/v1/workspaces",
-                    headers=admin_headers(),
-                    json={"name": "bench", "webhook_url": receiver.url},
-                )
-            ).json()
-            auth = {"Authorization": f"Bearer {workspace['api_key']}"}
+            auth = bearer(await workspace_key(http, receiver.url))
             phones = await link_all(http, auth, accounts)
             before, last_id = await _events_after(http, auth)
             while len(receiver.bodies) < before:  # the linking traffic drains first

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway import Gateway, admin_headers, rss_kib  # noqa: E402
+from gateway import Gateway, bearer, rss_kib, workspace_key  # noqa: E402
 
 
 async def connected_count(http: httpx.AsyncClient, auth: dict[str, str]) -> int:
@@ -63,10 +63,7 @@ async def run(accounts: int, database_url: str | None, concurrency: int) -> dict
         async with httpx.AsyncClient(
             base_url=gateway.url, timeout=60.0, limits=httpx.Limits(max_connections=concurrency)
         ) as http:
-            workspace = (
-                await http.post("/v1/workspaces", json={"name": "bench"}, headers=admin_headers())
-            ).json()
-            auth = {"Authorization": f"Bearer {workspace['api_key']}"}
+            auth = bearer(await workspace_key(http))
             await asyncio.sleep(1.0)
             baseline = rss_kib(gateway.pid)
             gate = asyncio.Semaphore(concurrency)

@@ -60,8 +60,8 @@ class Dispatcher:
     Each account with something to send gets a *lane*: a task that sends its deliveries one
     after another. A lane's result is committed together with other lanes' results (a group
     commit: one transaction per batch, which the single SQLite writer needs), and the same
-    transaction claims the account's next delivery, so a busy account never waits for a
-    dispatch round. The round only starts lanes for accounts that have none.
+    transaction claims the account's next due deliveries (up to ``depth``), so a busy account
+    never waits for a dispatch round. The round only starts lanes for accounts that have none.
     """
 
     def __init__(
