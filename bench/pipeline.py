@@ -104,11 +104,13 @@ async def run(url: str | None, accounts: int, burst: int) -> dict[str, object]:
     try:
         async with httpx.AsyncClient(base_url=gateway.url, timeout=60.0) as http:
             auth = bearer(await workspace_key(http, receiver.url))
+            print(f"linking {accounts} accounts", file=sys.stderr, flush=True)
             phones = await link_all(http, auth, accounts)
             before, last_id = await _events_after(http, auth)
             while len(receiver.bodies) < before:  # the linking traffic drains first
                 await asyncio.sleep(0.1)
             receiver.bodies.clear()
+            print(f"burst: {burst * accounts} messages", file=sys.stderr, flush=True)
             cpu_before = cpu_seconds(gateway.pid)
             started, started_wall = time.monotonic(), time.time()
             await asyncio.gather(

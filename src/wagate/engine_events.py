@@ -65,6 +65,8 @@ class Ctx:
     attempt: LinkAttempt | None
     now: datetime
     after: list[Effect] = field(default_factory=list)
+    # wa_ids of the account's stored incoming messages, when a batch looked them up at once.
+    incoming: set[str] | None = None
 
     @property
     def status(self) -> AccountStatus:

@@ -181,21 +181,32 @@ async def on_message_status(mgr: SessionManager, ctx: Ctx, event: MessageStatus)
         _set_status(ctx.session, ctx.account, message, event.status)
 
 
+async def incoming_stored(session: AsyncSession, account_id: str, wa_ids: list[str]) -> set[str]:
+    """Which of ``wa_ids`` the account has already stored as incoming messages."""
+    query = select(Message.wa_id).where(
+        Message.account_id == account_id,
+        Message.direction == "in",
+        Message.wa_id.in_(wa_ids),
+    )
+    return set((await session.execute(query)).scalars())
+
+
 async def on_message_received(mgr: SessionManager, ctx: Ctx, event: MessageReceived) -> None:
     """Store an incoming message once (engines may deliver it again) and emit it."""
-    query = select(Message.id).where(
-        Message.account_id == ctx.account.id,
-        Message.wa_id == event.wa_id,
-        Message.direction == "in",
-    )
-    if (await ctx.session.execute(query)).first() is not None:
+    wa_id = event.wa_id[:128]
+    if ctx.incoming is None:
+        if await incoming_stored(ctx.session, ctx.account.id, [wa_id]):
+            return
+    elif wa_id in ctx.incoming:
         return
+    else:
+        ctx.incoming.add(wa_id)
     message = Message(
         id=new_id(),  # known now: no flush needed before the event names it
         account_id=ctx.account.id,
         direction="in",
         chat=event.chat[:100],
-        wa_id=event.wa_id[:128],
+        wa_id=wa_id,
         text=event.text,
         status="received",
         created_at=ctx.now,

@@ -42,6 +42,7 @@ from wagate.errors import (
 )
 from wagate.linking import abandon_link, open_attempt, open_attempt_of
 from wagate.logs import WagateMessage
+from wagate.messaging import incoming_stored
 from wagate.metrics import Metrics, run_counted
 from wagate.models import Account, LinkAttempt, utcnow
 from wagate.ratelimit import Rate
@@ -380,6 +381,11 @@ class SessionManager:
                 self.metrics.engine_event(type(event).__name__)
 
         async def act(ctx: Ctx) -> None:
+            # One lookup for the whole batch's duplicates instead of one query (and the flush of
+            # everything added so far) per message.
+            wa_ids = [e.wa_id[:128] for e in events if isinstance(e, MessageReceived)]
+            if wa_ids:
+                ctx.incoming = await incoming_stored(ctx.session, account_id, wa_ids)
             for event in events:
                 await HANDLERS[type(event)](self, ctx, event)
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from tests.apiclient import ApiClient, Tenant
 from wagate import messaging
 from wagate.accounts import Caller
+from wagate.engines.base import MessageReceived
 from wagate.sessions import SessionManager
 
 PHONE = "5511999990101"
@@ -164,6 +166,30 @@ async def test_a_burst_of_incoming_messages_arrives_in_order(api: ApiClient) -> 
     assert seqs == list(range(seqs[0], seqs[0] + 25))  # in order, gap-free
     # The burst arrived at once, so it was committed in one transaction (one clock reading).
     assert len({e["created_at"] for e in received}) == 1
+
+
+async def test_a_message_the_engine_reports_twice_is_stored_once(api: ApiClient) -> None:
+    """Engines may deliver a message again (a reconnect, a history sync): within one batch, in
+    a later batch, or one at a time, it is stored and emitted once."""
+    tenant = await api.tenant()
+    account = await api.account(tenant)
+    await api.link_phone(tenant, account["id"], PHONE)
+    assert api.app is not None
+    manager: SessionManager = api.app.state.gateway.sessions
+    chat = f"{FRIEND}@s.whatsapp.net"
+
+    def message(wa_id: str) -> MessageReceived:
+        return MessageReceived(wa_id, chat, chat, wa_id, datetime.now(UTC))
+
+    for wa_id in ("A1", "A2", "A1", "A3", "A2"):  # queued together: applied as one batch
+        manager._on_engine_event(account["id"], message(wa_id))
+    await manager.settle()
+    manager._on_engine_event(account["id"], message("A3"))  # a later batch
+    manager._on_engine_event(account["id"], message("A4"))
+    await manager.settle()
+    await manager.apply(account["id"], message("A4"))  # alone, through the single-event path
+    received = await _events(api, tenant, account["id"], "message.received")
+    assert [e["data"]["wa_id"] for e in received] == ["A1", "A2", "A3", "A4"]
 
 
 async def test_message_bad_input_and_scoping(gateway_factory, fresh_database_url) -> None:  # type: ignore[no-untyped-def]
