@@ -188,7 +188,7 @@ async def incoming_stored(session: AsyncSession, account_id: str, wa_ids: list[s
         Message.direction == "in",
         Message.wa_id.in_(wa_ids),
     )
-    return set((await session.execute(query)).scalars())
+    return {wa_id for wa_id in (await session.execute(query)).scalars() if wa_id is not None}
 
 
 async def on_message_received(mgr: SessionManager, ctx: Ctx, event: MessageReceived) -> None:
