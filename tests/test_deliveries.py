@@ -40,7 +40,7 @@ async def heads(database: Database) -> dict[str | None, int]:
     async with database.sessions() as session:
         ids, _ = await deliveries.due(session, utcnow(), 100)
         jobs = await deliveries.claim(session, ids, utcnow(), LEASE)
-        seqs = {job.account_id: job.event.seq for job in jobs}
+        seqs = {job.account_id: job.event["seq"] for job in jobs}
         await session.rollback()
     return seqs
 
@@ -62,7 +62,7 @@ async def test_settling_claims_each_accounts_next_delivery(database: Database) -
         return await deliveries.claim(session, found, utcnow(), LEASE)
 
     jobs = {job.account_id: job for job in await database.run(take)}
-    assert {a: j.event.seq for a, j in jobs.items()} == {first: 1, second: 1}
+    assert {a: j.event["seq"] for a, j in jobs.items()} == {first: 1, second: 1}
 
     # Delivered: the next of that account comes back claimed; failed: nothing, it waits.
     async def settle_both(session: AsyncSession) -> list[deliveries.Job]:
@@ -73,7 +73,9 @@ async def test_settling_claims_each_accounts_next_delivery(database: Database) -
         )
 
     following = await database.run(settle_both)
-    assert [(job.account_id, job.event.seq, job.attempts) for job in following] == [(first, 2, 1)]
+    assert [(job.account_id, job.event["seq"], job.attempts) for job in following] == [
+        (first, 2, 1)
+    ]
     # Claimed rows are leased: neither account has a due head now.
     assert await heads(database) == {}
 
@@ -82,7 +84,7 @@ async def test_settling_claims_each_accounts_next_delivery(database: Database) -
         return await deliveries.settle(session, [outcome(following[0], "http_4xx")], lease=LEASE)
 
     after_dead = await database.run(kill)
-    assert [(job.account_id, job.event.seq) for job in after_dead] == [(first, 3)]
+    assert [(job.account_id, job.event["seq"]) for job in after_dead] == [(first, 3)]
 
     # Without a lease (shutting down) nothing more is claimed.
     async def last(session: AsyncSession) -> list[deliveries.Job]:
@@ -110,7 +112,7 @@ async def test_a_deeper_claim_takes_the_due_prefix_and_unsent_get_their_attempt_
         return await deliveries.settle(session, [outcome(heads[first])], lease=LEASE, depth=2)
 
     prefetched = await database.run(deliver_first)
-    assert [(j.account_id, j.event.seq, j.attempts) for j in prefetched] == [
+    assert [(j.account_id, j.event["seq"], j.attempts) for j in prefetched] == [
         (first, 2, 1),
         (first, 3, 1),
     ]
@@ -142,6 +144,6 @@ async def _due_seqs(database: Database, at: datetime | None = None) -> dict[str 
     async with database.sessions() as session:
         ids, _ = await deliveries.due(session, now, 100)
         jobs = await deliveries.claim(session, ids, now, LEASE)
-        seqs = {job.account_id: job.event.seq for job in jobs}
+        seqs = {job.account_id: job.event["seq"] for job in jobs}
         await session.rollback()
     return seqs

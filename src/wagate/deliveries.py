@@ -15,11 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Subquery, event, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Bundle, Session
 
 from wagate.db import touch
 from wagate.errors import Conflict, NotFound
-from wagate.models import Event, WebhookDelivery, Workspace, new_id, utcnow
+from wagate.models import (
+    ENVELOPE_COLUMNS,
+    Event,
+    WebhookDelivery,
+    Workspace,
+    envelope,
+    new_id,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from wagate.accounts import Caller
@@ -91,8 +99,7 @@ class Job:
     delivery_id: str
     account_id: str | None
     attempts: int
-    # Loaded and detached: its attributes stay readable after the transaction.
-    event: Event
+    event: dict[str, Any]  # the envelope
     workspace_id: str
     url: str | None
     format: str
@@ -163,14 +170,16 @@ async def claim(session: AsyncSession, ids: list[str], now: datetime, lease: flo
         .execution_options(synchronize_session=False)
     )
     # The rows this statement took carry its lease; on PostgreSQL and MySQL they stay locked
-    # until the commit, so a concurrent claim of another process finds them taken.
+    # until the commit, so a concurrent claim of another process finds them taken. The event is
+    # read as plain columns (no ORM object): this runs for every delivery.
+    recorded: Bundle[Any] = Bundle("event", *ENVELOPE_COLUMNS)
     query = (
         select(
             WebhookDelivery.id,
             WebhookDelivery.account_id,
             WebhookDelivery.attempts,
             WebhookDelivery.workspace_id,
-            Event,
+            recorded,
             Workspace.webhook_url,
             Workspace.webhook_format,
             Workspace.webhook_secret,
@@ -185,7 +194,7 @@ async def claim(session: AsyncSession, ids: list[str], now: datetime, lease: flo
             delivery_id=delivery_id,
             account_id=account_id,
             attempts=attempts,
-            event=recorded,
+            event=envelope(event_row),
             workspace_id=workspace_id,
             url=url,
             format=format_ or "wagate",
@@ -196,7 +205,7 @@ async def claim(session: AsyncSession, ids: list[str], now: datetime, lease: flo
             account_id,
             attempts,
             workspace_id,
-            recorded,
+            event_row,
             url,
             format_,
             secret,

@@ -31,7 +31,6 @@ from wagate.deliveries import Job
 from wagate.logs import WagateMessage
 from wagate.metrics import Metrics
 from wagate.models import utcnow
-from wagate.outbox import envelope
 from wagate.tasks import BackgroundTasks
 
 log = logging.getLogger("wagate.webhooks")
@@ -198,13 +197,13 @@ class Dispatcher:
         if job.url is None or job.secret is None:
             # The workspace turned webhooks off (or is gone) since the event was recorded: the
             # delivery is dead, so it can be replayed once a URL is set again.
-            log.info("webhooks disabled, delivery dropped", extra={"event_id": job.event.id})
+            log.info("webhooks disabled, delivery dropped", extra={"event_id": job.event["id"]})
             return self._outcome(job, status=None, error="disabled", started=started, final=True)
         try:
             secret = self.cipher.decrypt_text(job.secret, context=f"webhook:{job.workspace_id}")
-            outgoing = webhooks.build(job.format, envelope(job.event), secret, int(time.time()))
+            outgoing = webhooks.build(job.format, job.event, secret, int(time.time()))
         except Exception:  # an unreadable secret or event: retried, then dead, never stuck
-            log.warning("webhook request could not be built", extra={"event_id": job.event.id})
+            log.warning("webhook request could not be built", extra={"event_id": job.event["id"]})
             return self._outcome(job, status=None, error="other", started=started)
         if outgoing is None:
             # The blazz format has no name for this event: nothing to send, nothing to retry.
@@ -247,7 +246,7 @@ class Dispatcher:
             log.warning(
                 WagateMessage.WEBHOOK_FAILED,
                 extra={
-                    "event_id": job.event.id,
+                    "event_id": job.event["id"],
                     "status": status,
                     "error": error,
                     "delivery_id": job.delivery_id,

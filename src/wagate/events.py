@@ -20,8 +20,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wagate.accounts import Caller, get_account
-from wagate.models import Event, utcnow
-from wagate.outbox import envelope
+from wagate.models import Event, envelope, utcnow
 
 # Longer than any wagate transaction holds an allocated event id before it commits.
 SETTLE = timedelta(seconds=5)

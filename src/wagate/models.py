@@ -24,6 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
@@ -221,6 +222,32 @@ class Event(Base):
         UniqueConstraint("account_id", "seq"),
         Index(None, "workspace_id", "id"),
     )
+
+
+# An event read as plain columns (``Bundle("event", *ENVELOPE_COLUMNS)``) has what
+# ``envelope`` needs without an ORM object: the dispatcher reads one per delivery.
+ENVELOPE_COLUMNS = (
+    Event.id,
+    Event.type,
+    Event.created_at,
+    Event.workspace_id,
+    Event.account_id,
+    Event.seq,
+    Event.data,
+)
+
+
+def envelope(event: Event | Row[Any]) -> dict[str, Any]:
+    """The public shape of an event (contract): the same in webhooks, polling and SSE."""
+    return {
+        "id": event.id,
+        "type": event.type,
+        "created_at": event.created_at.isoformat(),
+        "workspace_id": event.workspace_id,
+        "account_id": event.account_id,
+        "seq": event.seq,
+        "data": event.data,
+    }
 
 
 class WebhookDelivery(Base):

@@ -54,16 +54,3 @@ def record(
     deliveries.track(session, event)
     touch(session, account.id)
     return event
-
-
-def envelope(event: Event) -> dict[str, Any]:
-    """The public shape of an event (contract): the same in webhooks, polling and SSE."""
-    return {
-        "id": event.id,
-        "type": event.type,
-        "created_at": event.created_at.isoformat(),
-        "workspace_id": event.workspace_id,
-        "account_id": event.account_id,
-        "seq": event.seq,
-        "data": event.data,
-    }

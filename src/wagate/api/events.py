@@ -17,7 +17,7 @@ from wagate.api.deps import CallerDep, GatewayDep, SessionDep
 from wagate.api.schemas import MAX_EVENT_ID, ErrorBody, EventPage
 from wagate.errors import InvalidInput
 from wagate.gateway import Gateway
-from wagate.outbox import envelope
+from wagate.models import envelope
 
 log = logging.getLogger("wagate.api.events")
 
