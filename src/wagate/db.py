@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
-import random
+import time
 import warnings
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from alembic import command
@@ -25,15 +27,39 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from wagate import sqlite
+from wagate.backoff import Backoff
+from wagate.models import Event
+
 log = logging.getLogger("wagate.db")
 
-# Key in ``Session.info``: the topics (account ids) a transaction wrote events for.
+# Keys in ``Session.info``: the topics (account ids) a transaction wrote events for, and the
+# events it recorded, handed to the commit listener once it committed.
 _TOPICS = "wagate.db.topics"
+_EVENTS = "wagate.db.events"
 
 
-def touch(session: AsyncSession, topic: str) -> None:
-    """Note that this transaction concerns ``topic``: its commit wakes that topic's readers."""
+def touch(session: AsyncSession, topic: str, event: Event | None = None) -> None:
+    """Note that this transaction concerns ``topic`` (and recorded ``event``): its commit wakes
+    that topic's readers and hands them the event."""
     session.info.setdefault(_TOPICS, set()).add(topic)
+    if event is not None:
+        session.info.setdefault(_EVENTS, []).append(event)
+
+
+def recorded(session: AsyncSession) -> list[Event]:
+    """The events recorded in this session's transaction so far, in order."""
+    events: list[Event] = session.info.get(_EVENTS, [])
+    return events
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """What one committed transaction wrote: the topics it touched and its events (flushed,
+    so with their ids)."""
+
+    topics: Collection[str]
+    events: Sequence[Event]
 
 
 T = TypeVar("T")
@@ -46,13 +72,19 @@ _ASYNC_DRIVERS = {
     "mariadb": "mysql+asyncmy",
 }
 
+# Execution option of a connection of the writer that only reads: no write lock taken.
+_READING = "wagate_reading"
+_LOCKED = "database is locked"  # SQLite: another connection holds the write lock
 # Lock conflicts worth running the whole transaction again for.
 _RETRYABLE_MARKERS = (
     "deadlock",  # PostgreSQL 40P01, MySQL 1213
     "could not serialize",  # PostgreSQL 40001
     "lock wait timeout",  # MySQL 1205
-    "database is locked",  # SQLite
+    _LOCKED,
 )
+# How long a transaction waits for another process's SQLite write lock, trying again meanwhile.
+LOCK_WAIT = 30.0
+CONFLICT_BACKOFF = Backoff(min=0.005, max=0.2, factor=2.0, jitter=0.5)
 
 
 def async_url(url: str) -> str:
@@ -71,7 +103,7 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and any(marker in text for marker in _RETRYABLE_MARKERS)
 
 
-def _sqlite_setup(engine: AsyncEngine, *, writer: bool) -> None:
+def _sqlite_reader(engine: AsyncEngine) -> None:
     # aiosqlite logs every statement with its parameters at DEBUG; unless someone chose a level
     # for it, keep it above that.
     quiet = logging.getLogger("aiosqlite")
@@ -82,20 +114,20 @@ def _sqlite_setup(engine: AsyncEngine, *, writer: bool) -> None:
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        for pragma in sqlite.PRAGMAS:
+            cursor.execute(pragma)
         cursor.close()
 
-    if not writer:
-        return
 
+def _sqlite_writer(engine: AsyncEngine) -> None:
     # Every writing SQLite transaction takes the write lock at BEGIN: two deferred transactions
-    # that both upgrade to writing would otherwise fail at once instead of waiting on busy_timeout.
+    # that both upgrade to writing would otherwise fail at once instead of waiting for the lock.
+    # A connection that only reads (the ping) says so and takes no lock.
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        reading = conn.get_execution_options().get(_READING, False)
+        conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
 
 class WriteGate:
@@ -147,11 +179,11 @@ class Database:
         url: str,
         *,
         echo: bool = False,
-        on_commit: Callable[[Collection[str]], None] | None = None,
+        on_commit: Callable[[Commit], None] | None = None,
     ) -> None:
         self.url = async_url(url)
-        # Called after every committed ``run`` with the topics it touched (wakes the dispatcher
-        # and the SSE streams of those accounts).
+        # Called after every committed ``run`` with what it wrote (wakes the dispatcher and the
+        # SSE streams of those accounts, and hands the streams the events).
         self.on_commit = on_commit
         self.backend = make_url(self.url).get_backend_name()
         # Parameters hold QR codes, keys' hashes and ciphertexts: never in a log or error text.
@@ -164,14 +196,18 @@ class Database:
             kwargs["isolation_level"] = "READ COMMITTED"
         if self.backend != "sqlite":
             kwargs.update(pool_size=10, max_overflow=20)
-        self.engine = create_async_engine(self.url, **kwargs)
-        # Reads on SQLite use their own connections without the write lock (WAL lets them run
-        # beside a writer); on the other backends both are the same engine.
-        self.reader = self.engine
         if self.backend == "sqlite":
-            _sqlite_setup(self.engine, writer=True)
+            # Writes run in place on the loop's thread (see wagate.sqlite); reads use aiosqlite's
+            # own connections without the write lock (WAL lets them run beside a writer).
+            self.engine = create_async_engine(
+                self.url, async_creator=sqlite.creator(make_url(self.url)), **kwargs
+            )
+            _sqlite_writer(self.engine)
             self.reader = create_async_engine(self.url, **kwargs)
-            _sqlite_setup(self.reader, writer=False)
+            _sqlite_reader(self.reader)
+        else:
+            self.engine = create_async_engine(self.url, **kwargs)
+            self.reader = self.engine
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time: queueing writers here is much cheaper than letting
         # them poll the file lock in SQLite's busy handler (which sleeps up to 100 ms a try).
@@ -195,20 +231,29 @@ class Database:
         ``urgent`` work goes before the other writers waiting for SQLite's single write lock:
         short transactions others wait on (settling webhook deliveries).
         """
-        for attempt in range(1, attempts + 1):
+        deadline = time.monotonic() + LOCK_WAIT
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 async with self._writing(urgent), self.sessions() as session, session.begin():
                     result = await work(session)
-                if self.on_commit is not None:
-                    self.on_commit(session.info.get(_TOPICS, ()))
-                return result
             except DBAPIError as exc:
                 race = retry_integrity and isinstance(exc, IntegrityError)
-                if attempt == attempts or not (race or is_retryable(exc)):
+                if not (race or is_retryable(exc)):
+                    raise
+                # Another process holding SQLite's write lock is waited for as long as SQLite's
+                # own busy timeout would have; other conflicts get ``attempts`` tries.
+                locked = _LOCKED in str(exc).lower() and time.monotonic() < deadline
+                if attempt >= attempts and not locked:
                     raise
                 log.debug("transaction conflict, retrying", extra={"attempt": attempt})
-                await asyncio.sleep(random.uniform(0.005, 0.02) * attempt)
-        raise AssertionError("unreachable")
+                await asyncio.sleep(CONFLICT_BACKOFF.delay(attempt))
+                continue
+            if self.on_commit is not None:
+                info = session.info
+                self.on_commit(Commit(info.get(_TOPICS, ()), info.get(_EVENTS, ())))
+            return result
 
     def _writing(self, urgent: bool) -> contextlib.AbstractAsyncContextManager[object]:
         if self._write_gate is None:
@@ -219,19 +264,29 @@ class Database:
         """Whether the database answers a trivial query."""
         try:
             async with self.engine.connect() as conn:
-                await conn.exec_driver_sql("SELECT 1")
+                reading = await conn.execution_options(**{_READING: True})
+                await reading.exec_driver_sql("SELECT 1")
         except Exception:  # any failure means "not reachable"; the reason is logged
             log.warning("database ping failed", exc_info=True)
             return False
         return True
 
     async def upgrade(self) -> None:
-        """Apply every migration up to head."""
-        async with self.engine.begin() as conn:
-            await conn.run_sync(_upgrade_sync)
+        """Apply every migration up to head (waiting, like ``run``, for another process that
+        holds SQLite's write lock)."""
+        deadline = time.monotonic() + LOCK_WAIT
+        for attempt in itertools.count(1):
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.run_sync(_upgrade_sync)
+                return
+            except DBAPIError as exc:
+                if _LOCKED not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(CONFLICT_BACKOFF.delay(attempt))
 
     async def current_revision(self) -> str | None:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             return await conn.run_sync(
                 lambda c: MigrationContext.configure(c).get_current_revision()
             )

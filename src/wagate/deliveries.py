@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Subquery, event, func, insert, select, update
+from sqlalchemy import ColumnElement, Subquery, bindparam, event, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Bundle, Session
 
@@ -60,6 +60,13 @@ def _url_cache(session: Session) -> dict[str, str | None]:
     return urls
 
 
+# Built once: these run in every transaction that records an event.
+_WEBHOOK_URLS = select(Workspace.id, Workspace.webhook_url).where(
+    Workspace.id.in_(bindparam("workspaces", expanding=True))
+)
+_INSERT = insert(WebhookDelivery)
+
+
 @event.listens_for(Session, "after_flush")
 def _add_deliveries(session: Session, _flush: Any) -> None:
     tracked: list[Event] | None = session.info.get(_TRACKED)
@@ -71,8 +78,10 @@ def _add_deliveries(session: Session, _flush: Any) -> None:
     missing = {e.workspace_id for e in flushed} - urls.keys()
     connection = session.connection()
     if missing:
-        query = select(Workspace.id, Workspace.webhook_url).where(Workspace.id.in_(missing))
-        found = {row[0]: row[1] for row in connection.execute(query)}
+        found = {
+            row[0]: row[1]
+            for row in connection.execute(_WEBHOOK_URLS, {"workspaces": list(missing)})
+        }
         urls.update({workspace_id: found.get(workspace_id) for workspace_id in missing})
     rows = [
         {
@@ -89,7 +98,7 @@ def _add_deliveries(session: Session, _flush: Any) -> None:
         if urls.get(e.workspace_id)
     ]
     if rows:
-        connection.execute(insert(WebhookDelivery), rows)
+        connection.execute(_INSERT, rows)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,15 +12,24 @@ so there ids always commit in order.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import time
+from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wagate.accounts import Caller, get_account
+from wagate.bus import Wakeup
+from wagate.db import Database
 from wagate.models import Event, envelope, utcnow
+
+log = logging.getLogger("wagate.events")
 
 # Longer than any wagate transaction holds an allocated event id before it commits.
 SETTLE = timedelta(seconds=5)
@@ -62,9 +71,11 @@ async def account_events(
     return await _rows(session, query)
 
 
-async def last_event_id(session: AsyncSession, account_id: str) -> int:
-    query = select(Event.id).where(Event.account_id == account_id).order_by(Event.id.desc())
-    return (await session.execute(query.limit(1))).scalar_one_or_none() or 0
+async def last_event(session: AsyncSession, account_id: str) -> tuple[int, int]:
+    """The id and ``seq`` of the account's newest event; (0, 0) when it has none."""
+    query = select(Event.id, Event.seq).where(Event.account_id == account_id)
+    row = (await session.execute(query.order_by(Event.id.desc()).limit(1))).one_or_none()
+    return (row[0], row[1] or 0) if row is not None else (0, 0)
 
 
 async def settled_horizon(
@@ -104,3 +115,60 @@ def sse_frame(event: Event) -> bytes:
 
 async def _rows(session: AsyncSession, query: Select[Any]) -> list[Event]:
     return list((await session.execute(query)).scalars())
+
+
+class CommitWatch:
+    """Finds the events other processes (another gateway on the same database) committed for
+    accounts with a stream open here, and marks those streams stale so they read them; this
+    process's own commits reach the streams through the bus. One query per ``interval``,
+    however many streams are open.
+
+    Each read looks above a floor: the highest id seen by a read that ended ``SETTLE`` before
+    the previous read began. A transaction commits within ``SETTLE`` of taking its id and ids are
+    taken in order, so an event that became visible after the previous read has an id above it.
+    """
+
+    def __init__(self, db: Database, bus: Wakeup, interval: float = 1.0) -> None:
+        self.db = db
+        self.bus = bus
+        self.interval = interval
+        # (monotonic time a read began, when it ended, the highest event id it saw), oldest first.
+        self._marks: deque[tuple[float, float, int]] = deque()
+
+    async def run(self) -> None:
+        started = time.monotonic()
+        async with self.db.read_sessions() as session:
+            top = (await session.execute(select(func.max(Event.id)))).scalar_one_or_none() or 0
+        self._marks.append((started, time.monotonic(), top))
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check()
+            except SQLAlchemyError:  # the database may be briefly away; the next read tries
+                log.warning("checking for other processes' events failed", exc_info=True)
+
+    async def check(self) -> None:
+        started = time.monotonic()
+        floor = self._marks[0][2]
+        seen = self.bus.seen()
+        newest: dict[str | None, int] = {}
+        async with self.db.read_sessions() as session:
+            if seen:
+                by_account = (
+                    select(Event.account_id, func.max(Event.id))
+                    .where(Event.id > floor)
+                    .group_by(Event.account_id)
+                )
+                newest = {a: last for a, last in await session.execute(by_account)}
+                top = max(newest.values(), default=floor)
+            else:
+                highest = select(func.max(Event.id)).where(Event.id > floor)
+                top = (await session.execute(highest)).scalar_one_or_none() or floor
+        self._marks.append((started, time.monotonic(), top))
+        # The floor of the next read: the newest mark that ended SETTLE before this one began.
+        horizon = started - SETTLE.total_seconds()
+        while len(self._marks) > 1 and self._marks[1][1] <= horizon:
+            self._marks.popleft()
+        news = [a for a, last in newest.items() if a is not None and last > seen.get(a, last)]
+        if news:
+            self.bus.stale(news)

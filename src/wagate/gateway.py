@@ -14,18 +14,20 @@ from rich.console import Console
 from wagate.bus import Wakeup
 from wagate.config import Settings
 from wagate.crypto import Cipher, load_or_create_key
-from wagate.db import Database
+from wagate.db import Commit, Database
 from wagate.dispatcher import Dispatcher
 from wagate.engines.base import Engine
 from wagate.engines.sim import SimEngine, SimServer
 from wagate.engines.whatsmeow import INSTALL_HINT, WhatsmeowEngine
 from wagate.errors import EngineUnavailable
+from wagate.events import CommitWatch
 from wagate.keys import ensure_admin_key
 from wagate.lifecycle import reopen
 from wagate.metrics import Metrics
 from wagate.sessions import SessionManager
 from wagate.stores import open_auth_store
 from wagate.stores.base import AuthStore
+from wagate.tasks import BackgroundTasks
 
 STREAM_READS = 4
 log = logging.getLogger("wagate.gateway")
@@ -61,7 +63,10 @@ class Gateway:
         self.metrics = Metrics()
         # Set when shutdown begins: event streams end so the server's drain does not wait on them.
         self.stopping = False
-        self.db = Database(settings.database_url, on_commit=self.bus.notify)
+        self.db = Database(settings.database_url, on_commit=self._committed)
+        # Streams learn of this process's commits from the bus, of other processes' from this.
+        self.commit_watch = CommitWatch(self.db, self.bus)
+        self._tasks = BackgroundTasks("gateway")
         self.cipher: Cipher | None = None
         self.auth: AuthStore | None = None
         self.engine: Engine | None = None
@@ -97,6 +102,7 @@ class Gateway:
         )
         self.dispatcher = Dispatcher(self.db, self.bus, self.cipher, settings, metrics=self.metrics)
         await self.dispatcher.start()
+        self._tasks.spawn(self.commit_watch.run(), name="commit-watch")
         log.info("gateway started", extra={"engine": self.engine.name, "db": self.db.backend})
 
     @property
@@ -108,6 +114,9 @@ class Gateway:
         if self.sessions is None:
             raise EngineUnavailable("the gateway is not running")
         return self.sessions
+
+    def _committed(self, commit: Commit) -> None:
+        self.bus.notify(commit.topics, commit.events)
 
     def new_webhook_secret(self) -> str:
         return "whsec_" + secrets.token_urlsafe(32)
@@ -122,6 +131,7 @@ class Gateway:
             return
         self.begin_shutdown()
         self._closed = True
+        await self._tasks.close()
         if self.dispatcher is not None:
             await self.dispatcher.close()
         if self.sessions is not None:

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wagate.db import Database
+from wagate.db import Database, recorded
 from wagate.models import Account, Event
 from wagate.outbox import EventType
 from wagate.states import AccountStatus
@@ -113,12 +113,6 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def recorded_events(session: AsyncSession) -> list[Event]:
-    """The events added in this session's transaction (flushed or not)."""
-    objects = {id(o): o for o in (*session.new, *session.identity_map.values())}
-    return [o for o in objects.values() if isinstance(o, Event)]
-
-
 async def run_counted(
     db: Database,
     metrics: Metrics | None,
@@ -133,7 +127,7 @@ async def run_counted(
     async def counted(session: AsyncSession) -> T:
         seen.clear()  # a retried transaction starts over
         result = await work(session)
-        seen.extend(recorded_events(session))
+        seen.extend(recorded(session))
         return result
 
     result = await db.run(counted, **kwargs)

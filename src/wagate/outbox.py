@@ -52,5 +52,5 @@ def record(
     )
     session.add(event)
     deliveries.track(session, event)
-    touch(session, account.id)
+    touch(session, account.id, event)
     return event

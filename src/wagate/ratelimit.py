@@ -115,15 +115,15 @@ async def _check(
     now: datetime,
     scope: str,
 ) -> None:
-    # The newest ``count`` attempts inside the window: when there are that many, the oldest of
-    # them is the one whose leaving the window frees the next slot.
+    # The ``count``-th newest attempt inside the window, if there is one: then the limit is
+    # reached, and its leaving the window frees the next slot. One row, however high the limit.
     window = timedelta(seconds=rate.seconds)
     recent = query.where(LinkAttempt.started_at > now - window)
-    recent = recent.order_by(LinkAttempt.started_at.desc()).limit(rate.count)
-    started = list((await session.execute(recent)).scalars())
-    if len(started) < rate.count:
+    recent = recent.order_by(LinkAttempt.started_at.desc()).offset(rate.count - 1).limit(1)
+    oldest = (await session.execute(recent)).scalar_one_or_none()
+    if oldest is None:
         return
-    wait = (started[-1] + window - now).total_seconds()
+    wait = (oldest + window - now).total_seconds()
     raise RateLimited(
         f"too many link attempts for this {scope}: at most {rate.count} "
         f"per {rate.seconds} s; retry later",

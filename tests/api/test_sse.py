@@ -265,3 +265,40 @@ async def test_shutdown_does_not_wait_on_open_streams(live: Callable[[], Awaitab
     await asyncio.wait_for(asyncio.gather(*listeners), 5)
     assert ended == [True, True, True]
     assert seconds < 2.0, f"shutdown took {seconds:.1f} s with open streams"
+
+
+async def test_a_stream_shows_what_another_gateway_on_the_database_commits(
+    live: Callable[[], Awaitable[Live]],
+) -> None:
+    """Two gateways share the database; the stream is open on the first. The second links the
+    account: only the database carries those events to the first. Once the stream showed the
+    code, the first cancels the attempt: events it hands to its stream itself."""
+    here, there = await live(), await live()
+    tenant = await here.api.tenant()
+    account = await here.api.account(tenant)
+    got: list[Frame] = []
+    cancelled: list[asyncio.Future[dict[str, Any]]] = []
+
+    async def follow() -> None:
+        url = f"/v1/accounts/{account['id']}/events"
+        async with here.api.http.stream("GET", url, headers=tenant.auth) as response:
+            async for frame in frames(response):
+                if frame.comment is not None:
+                    continue
+                got.append(frame)
+                if frame.event == "link.qr" and not cancelled:
+                    cancelled.append(asyncio.ensure_future(here.api.cancel(tenant, account["id"])))
+                if "link.failed" in types(got) and types(got)[-1] == "account.status":
+                    return
+
+    streaming = asyncio.ensure_future(follow())
+    while await metric(here.api, "wagate_sse_streams") < 1:
+        await asyncio.sleep(0.01)
+    await there.api.link(tenant, account["id"])
+    await asyncio.wait_for(streaming, 10)
+    await cancelled[0]
+
+    log = await polled(here.api, tenant, account["id"])
+    assert [f.data for f in got] == log
+    assert types(got)[:3] == ["account.status", "link.started", "link.qr"]
+    assert [e["seq"] for e in log] == list(range(1, len(log) + 1))

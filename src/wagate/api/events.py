@@ -17,15 +17,13 @@ from wagate.api.deps import CallerDep, GatewayDep, SessionDep
 from wagate.api.schemas import MAX_EVENT_ID, ErrorBody, EventPage
 from wagate.errors import InvalidInput
 from wagate.gateway import Gateway
-from wagate.models import envelope
+from wagate.models import Event, envelope
 
 log = logging.getLogger("wagate.api.events")
 
 KEEPALIVE_SECONDS = 15.0
-# The bus wakes a stream on this process's commits of its account's events; the poll bounds the
-# delay of commits made by other processes. Each poll is a read, so with a thousand streams
-# open it must be rare: it comes with the keep-alive.
-POLL_SECONDS = KEEPALIVE_SECONDS
+# Events read from the database at once by one stream.
+READ = 500
 
 router = APIRouter(
     tags=["events"],
@@ -76,12 +74,13 @@ async def stream(
     without either it starts with the next event. A comment line every 15 s keeps proxies from
     closing an idle stream."""
     cursor = _cursor(last_event_id, after)
+    seq: int | None = None  # the account's seq at the cursor, when known
     async with gateway.db.read_sessions() as session:
         await get_account(session, caller, account_id)
         if cursor is None:
-            cursor = await events.last_event_id(session, account_id)
+            cursor, seq = await events.last_event(session, account_id)
     return StreamingResponse(
-        _frames(gateway, account_id, cursor),
+        _frames(gateway, account_id, cursor, seq),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
@@ -99,36 +98,59 @@ def _cursor(last_event_id: str | None, after: int | None) -> int | None:
     return value
 
 
-async def _frames(gateway: Gateway, account_id: str, cursor: int) -> AsyncIterator[bytes]:
-    """Read from the cursor, send, then sleep on the bus: the bus only wakes, the database is
-    what is sent, so a missed wake-up costs latency and never an event."""
+async def _frames(
+    gateway: Gateway, account_id: str, cursor: int, seq: int | None
+) -> AsyncIterator[bytes]:
+    """Send the account's events after the cursor, then those the bus hands over as they
+    commit; read the database instead whenever what was handed over does not follow on from
+    the cursor (``seq`` skips, another process committed, a backlog was dropped), so a missed
+    hand-over costs latency and never an event."""
     gateway.metrics.sse_streams.inc()
     log.debug("event stream opened", extra={"account_id": account_id, "after": cursor})
+    subscription = gateway.bus.subscribe(account_id)
     last_sent = time.monotonic()
+    read = True  # first: whatever came after the cursor
     try:
         yield b"retry: 2000\n\n"
         while not gateway.stopping:
             seen = gateway.bus.mark(account_id)
-            try:
-                async with gateway.stream_reads, gateway.db.read_sessions() as session:
-                    rows = await events.account_events(session, account_id, cursor)
-            except SQLAlchemyError:
-                log.warning("event stream lost the database", extra={"account_id": account_id})
-                return
-            for row in rows:
-                yield events.sse_frame(row)
-                cursor = row.id
-            if rows:
+            handed, stale = subscription.take()
+            handed = [event for event in handed if event.id > cursor]
+            if handed and not (read or stale) and _follows(seq, handed):
+                for event in handed:
+                    yield events.sse_frame(event)
+                cursor, seq = handed[-1].id, handed[-1].seq
                 last_sent = time.monotonic()
-                continue  # there may be more
+                continue
+            if read or stale or handed:
+                try:
+                    async with gateway.stream_reads, gateway.db.read_sessions() as session:
+                        rows = await events.account_events(session, account_id, cursor, READ)
+                except SQLAlchemyError:
+                    log.warning("event stream lost the database", extra={"account_id": account_id})
+                    return
+                for row in rows:
+                    yield events.sse_frame(row)
+                    cursor, seq = row.id, row.seq
+                subscription.seen = max(subscription.seen, cursor)
+                read = len(rows) == READ  # a full page: there may be more
+                if rows:
+                    last_sent = time.monotonic()
+                    continue
             idle = time.monotonic() - last_sent
             if idle >= KEEPALIVE_SECONDS:
                 yield b": keep-alive\n\n"
                 last_sent = time.monotonic()
                 continue
-            await gateway.bus.wait(
-                min(POLL_SECONDS, KEEPALIVE_SECONDS - idle), since=seen, topic=account_id
-            )
+            await gateway.bus.wait(KEEPALIVE_SECONDS - idle, since=seen, topic=account_id)
     finally:
+        gateway.bus.unsubscribe(subscription)
         gateway.metrics.sse_streams.dec()
         log.debug("event stream closed", extra={"account_id": account_id, "after": cursor})
+
+
+def _follows(seq: int | None, handed: list[Event]) -> bool:
+    """Whether ``handed`` continues the account's events right after ``seq``, without a gap."""
+    if seq is None:
+        return False
+    return all(event.seq == seq + n for n, event in enumerate(handed, start=1))
