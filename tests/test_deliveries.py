@@ -1,5 +1,5 @@
-"""Delivery rows in the database on every backend: heads in ``seq`` order per account, and the
-next delivery claimed in the transaction that settles the one before it."""
+"""Delivery rows in the database on every backend: heads in ``seq`` order per account, the next
+delivery claimed in the transaction that settles the one before it, and claims at birth."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wagate import deliveries
+from wagate import deliveries, outbox
 from wagate.accounts import Caller
-from wagate.db import Database
+from wagate.db import Commit, Database
 from wagate.models import Account, Workspace, utcnow
 from wagate.outbox import EventType, record
 
@@ -147,3 +147,39 @@ async def _due_seqs(database: Database, at: datetime | None = None) -> dict[str 
         seqs = {job.account_id: job.event["seq"] for job in jobs}
         await session.rollback()
     return seqs
+
+
+async def test_a_delivery_with_nothing_pending_is_claimed_at_birth_others_queue(
+    database: Database,
+) -> None:
+    """With a dispatcher running (the birth lease in the session), an account's new deliveries
+    are written leased and handed over when nothing of the account is pending; once something
+    is, new ones queue behind it and are not handed over."""
+    database.session_info[outbox.BIRTH_LEASE] = LEASE
+    commits: list[Commit] = []
+    database.listen(commits.append)
+    first, second = await seed(database, per_account=2)  # nothing pending before: all born
+    born = outbox.born(commits[-1].info)
+    assert born is not None
+    assert [(j.account_id, j.event["seq"], j.attempts) for j in born] == [
+        (first, 1, 1),
+        (second, 1, 1),
+        (first, 2, 1),
+        (second, 2, 1),
+    ]
+    assert all(j.url == "http://127.0.0.1:9/h" and j.until > utcnow() for j in born)
+    assert await heads(database) == {}  # leased: no other claimer finds them due
+
+    async def more(session: AsyncSession) -> None:
+        account = await session.get(Account, first)
+        assert account is not None
+        record(session, account, EventType.ACCOUNT_STATUS, {"n": 2})
+
+    await database.run(more)
+    assert outbox.born(commits[-1].info) == []
+    assert outbox.queued(commits[-1].info) == {first}
+
+    # Without the lease (no dispatcher in this process) nothing is claimed at birth.
+    del database.session_info[outbox.BIRTH_LEASE]
+    await database.run(more)
+    assert outbox.born(commits[-1].info) is None

@@ -202,7 +202,7 @@ async def restart_dispatcher(api: ApiClient, **options: Any) -> None:
     gateway = api.app.state.gateway
     await gateway.dispatcher.close()
     gateway.dispatcher = Dispatcher(
-        gateway.db, gateway.bus, gateway.cipher, gateway.settings, gateway.metrics, **options
+        gateway.db, gateway.cipher, gateway.settings, gateway.metrics, **options
     )
     await gateway.dispatcher.start()
 
@@ -261,5 +261,49 @@ async def test_silent_receiver_times_out_and_is_retried(
         [failed] = [r for r in caplog.records if r.getMessage() == "webhook delivery failed"]
         assert (failed.status, failed.error) == (None, "timeout")  # type: ignore[attr-defined]
         assert failed.event_id == events[0]["id"]  # type: ignore[attr-defined]
+    finally:
+        await receiver.stop()
+
+
+async def test_a_claim_whose_lease_is_running_out_is_given_back_not_sent(
+    gateway_factory: Any, fresh_database_url: Any
+) -> None:
+    """A claim held too long (its lease ends before a request could finish) is not sent: it
+    gets its attempt back and goes out once, under a fresh claim, before what queued behind."""
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from wagate import deliveries as rows
+    from wagate.models import utcnow
+
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        api = await gateway_factory(await fresh_database_url("sqlite"), **FAST)
+        assert api.app is not None
+        gateway = api.app.state.gateway
+        await gateway.dispatcher.close()  # the events below queue: nobody sends them yet
+        tenant = await api.tenant(webhook_url=receiver.url)
+        account = await api.account(tenant)
+        await api.link(tenant, account["id"])
+        await api.cancel(tenant, account["id"])
+        events = await all_events(api, tenant)
+
+        async def claim_briefly(session: AsyncSession) -> list[rows.Job]:
+            ids = await rows.due_prefixes(session, [account["id"]], utcnow(), 1)
+            return await rows.claim(session, ids, utcnow(), lease=1.0)
+
+        jobs = await gateway.db.run(claim_briefly)
+        assert [job.event["seq"] for job in jobs] == [1]
+        await restart_dispatcher(api)
+        gateway.dispatcher._claimed.add(jobs[0].delivery_id)
+        gateway.dispatcher._give(account["id"], jobs)
+        await asyncio.sleep(0.3)
+        assert receiver.requests == []  # not sent on a lease of 1 s with a 10 s timeout
+        await receiver.wait_for(lambda r: len(r.delivered) == len(events))
+        assert [r.json() for r in receiver.requests] == events  # once each, in order
+        done = await wait_deliveries(
+            api, tenant, lambda d: all(row["status"] == "delivered" for row in d)
+        )
+        assert {row["attempts"] for row in done} == {1}
     finally:
         await receiver.stop()

@@ -9,7 +9,7 @@ import logging
 import time
 import warnings
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -55,11 +55,12 @@ def recorded(session: AsyncSession) -> list[Event]:
 
 @dataclass(frozen=True, slots=True)
 class Commit:
-    """What one committed transaction wrote: the topics it touched and its events (flushed,
-    so with their ids)."""
+    """What one committed transaction wrote: the topics it touched, its events (flushed, so
+    with their ids), and the session's ``info`` for what other modules noted there."""
 
     topics: Collection[str]
     events: Sequence[Event]
+    info: Mapping[str, Any]
 
 
 T = TypeVar("T")
@@ -182,9 +183,11 @@ class Database:
         on_commit: Callable[[Commit], None] | None = None,
     ) -> None:
         self.url = async_url(url)
-        # Called after every committed ``run`` with what it wrote (wakes the dispatcher and the
-        # SSE streams of those accounts, and hands the streams the events).
-        self.on_commit = on_commit
+        # Called after every committed ``run`` with what it wrote (wakes the SSE streams of those
+        # accounts and hands them the events; hands the dispatcher the deliveries).
+        self._listeners: list[Callable[[Commit], None]] = [on_commit] if on_commit else []
+        # Put into every write session's ``info`` (see wagate.deliveries: claims at birth).
+        self.session_info: dict[str, Any] = {}
         self.backend = make_url(self.url).get_backend_name()
         # Parameters hold QR codes, keys' hashes and ciphertexts: never in a log or error text.
         kwargs: dict[str, Any] = {
@@ -237,6 +240,7 @@ class Database:
             attempt += 1
             try:
                 async with self._writing(urgent), self.sessions() as session, session.begin():
+                    session.info.update(self.session_info)
                     result = await work(session)
             except DBAPIError as exc:
                 race = retry_integrity and isinstance(exc, IntegrityError)
@@ -250,10 +254,20 @@ class Database:
                 log.debug("transaction conflict, retrying", extra={"attempt": attempt})
                 await asyncio.sleep(CONFLICT_BACKOFF.delay(attempt))
                 continue
-            if self.on_commit is not None:
+            if self._listeners:
                 info = session.info
-                self.on_commit(Commit(info.get(_TOPICS, ()), info.get(_EVENTS, ())))
+                commit = Commit(info.get(_TOPICS, ()), info.get(_EVENTS, ()), info)
+                for listener in list(self._listeners):
+                    listener(commit)
             return result
+
+    def listen(self, listener: Callable[[Commit], None]) -> None:
+        """Call ``listener`` after every committed ``run``."""
+        self._listeners.append(listener)
+
+    def unlisten(self, listener: Callable[[Commit], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     def _writing(self, urgent: bool) -> contextlib.AbstractAsyncContextManager[object]:
         if self._write_gate is None:

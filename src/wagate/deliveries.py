@@ -1,5 +1,5 @@
-"""Webhook deliveries in the database (DESIGN §7): created in the transaction of their event,
-claimed by the dispatcher, settled after each attempt, listed and replayed.
+"""Webhook deliveries in the database (DESIGN §7): created in the transaction of their event (see
+``wagate.outbox``), claimed by the dispatcher, settled after each attempt, listed and replayed.
 
 The table is the whole state of delivery, so a restart resumes where the last process stopped:
 a claimed row carries a lease (``next_attempt_at`` pushed past the request timeout), and a
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Subquery, bindparam, event, func, insert, select, update
+from sqlalchemy import ColumnElement, Subquery, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Bundle, Session
+from sqlalchemy.orm import Bundle
 
 from wagate.db import touch
 from wagate.errors import Conflict, NotFound
@@ -25,7 +25,6 @@ from wagate.models import (
     WebhookDelivery,
     Workspace,
     envelope,
-    new_id,
     utcnow,
 )
 
@@ -36,69 +35,6 @@ PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 # The bus topic of a commit that made deliveries due without recording events (a replay).
 QUEUE = "wagate.deliveries"
 STATUSES = (PENDING, DELIVERED, DEAD)
-
-# Keys in ``Session.info``: events recorded and not yet given a delivery, and the workspaces'
-# webhook URLs read in this transaction (one query per workspace, not one per event).
-_TRACKED = "wagate.deliveries.tracked"
-_URLS = "wagate.deliveries.urls"
-
-
-def track(session: AsyncSession, recorded: Event) -> None:
-    """Called by ``outbox.record``: once a flush gives the event its id, a delivery row is
-    added in the same transaction when the event's workspace has a webhook URL."""
-    session.info.setdefault(_TRACKED, []).append(recorded)
-
-
-def _url_cache(session: Session) -> dict[str, str | None]:
-    # Keyed by the transaction: a session that outlives one must not reuse what it read.
-    transaction = session.get_transaction()
-    cached = session.info.get(_URLS)
-    if cached is None or cached[0] is not transaction:
-        cached = (transaction, {})
-        session.info[_URLS] = cached
-    urls: dict[str, str | None] = cached[1]
-    return urls
-
-
-# Built once: these run in every transaction that records an event.
-_WEBHOOK_URLS = select(Workspace.id, Workspace.webhook_url).where(
-    Workspace.id.in_(bindparam("workspaces", expanding=True))
-)
-_INSERT = insert(WebhookDelivery)
-
-
-@event.listens_for(Session, "after_flush")
-def _add_deliveries(session: Session, _flush: Any) -> None:
-    tracked: list[Event] | None = session.info.get(_TRACKED)
-    if not tracked:
-        return
-    flushed = [e for e in tracked if e.id is not None]
-    session.info[_TRACKED] = [e for e in tracked if e.id is None]
-    urls = _url_cache(session)
-    missing = {e.workspace_id for e in flushed} - urls.keys()
-    connection = session.connection()
-    if missing:
-        found = {
-            row[0]: row[1]
-            for row in connection.execute(_WEBHOOK_URLS, {"workspaces": list(missing)})
-        }
-        urls.update({workspace_id: found.get(workspace_id) for workspace_id in missing})
-    rows = [
-        {
-            "id": new_id(),
-            "event_id": e.id,
-            "workspace_id": e.workspace_id,
-            "account_id": e.account_id,
-            "status": PENDING,
-            "attempts": 0,
-            "next_attempt_at": e.created_at,
-            "created_at": e.created_at,
-        }
-        for e in flushed
-        if urls.get(e.workspace_id)
-    ]
-    if rows:
-        connection.execute(_INSERT, rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +49,7 @@ class Job:
     url: str | None
     format: str
     secret: str | None
+    until: datetime  # the end of the claim's lease: not sent after it
 
 
 def _heads() -> Subquery:
@@ -208,6 +145,7 @@ async def claim(session: AsyncSession, ids: list[str], now: datetime, lease: flo
             url=url,
             format=format_ or "wagate",
             secret=secret,
+            until=until,
         )
         for (
             delivery_id,
@@ -248,12 +186,13 @@ async def settle(
     lease: float | None = None,
     depth: int = 1,
     unsent: Collection[str] = (),
+    looking: Collection[str | None] | None = None,
 ) -> list[Job]:
     """Record the results of a batch of attempts. With ``lease``, each account whose delivery
     left the queue (delivered or dead) has its next deliveries (up to ``depth``) claimed at once
     when they are due, in this same transaction: the sender carries on without waiting for a
-    dispatch round. ``unsent`` deliveries were claimed and never sent: they get their attempt
-    back and are due again."""
+    dispatch round (only for the accounts in ``looking``, when given). ``unsent`` deliveries were
+    claimed and never sent: they get their attempt back and are due again."""
     if unsent:
         await release(session, list(unsent), utcnow(), refund=True)
     delivered: dict[int | None, list[Outcome]] = {}
@@ -278,14 +217,16 @@ async def settle(
     if lease is None:
         return []
     moved = {o.account_id for o in outcomes if o.result != "failed"} - {None}
+    if looking is not None:
+        moved &= set(looking)
     if not moved:
         return []
     now = max(o.now for o in outcomes)
-    ids = await _due_prefixes(session, moved, now, depth)
+    ids = await due_prefixes(session, moved, now, depth)
     return await claim(session, ids, now, lease) if ids else []
 
 
-async def _due_prefixes(
+async def due_prefixes(
     session: AsyncSession, accounts: Collection[str | None], now: datetime, depth: int
 ) -> list[str]:
     """Each account's first pending deliveries, up to ``depth`` of them and up to the first

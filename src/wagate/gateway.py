@@ -21,7 +21,7 @@ from wagate.engines.sim import SimEngine, SimServer
 from wagate.engines.whatsmeow import INSTALL_HINT, WhatsmeowEngine
 from wagate.errors import EngineUnavailable
 from wagate.events import CommitWatch
-from wagate.keys import ensure_admin_key
+from wagate.keys import KeyCache, ensure_admin_key
 from wagate.lifecycle import reopen
 from wagate.metrics import Metrics
 from wagate.sessions import SessionManager
@@ -61,6 +61,7 @@ class Gateway:
         # must not take every pooled connection from the writers (engine events, commands).
         self.stream_reads = asyncio.Semaphore(STREAM_READS)
         self.metrics = Metrics()
+        self.keys = KeyCache()
         # Set when shutdown begins: event streams end so the server's drain does not wait on them.
         self.stopping = False
         self.db = Database(settings.database_url, on_commit=self._committed)
@@ -100,7 +101,7 @@ class Gateway:
             attempt_silence=settings.attempt_silence_seconds,
             progress=Console(stderr=True).is_terminal,
         )
-        self.dispatcher = Dispatcher(self.db, self.bus, self.cipher, settings, metrics=self.metrics)
+        self.dispatcher = Dispatcher(self.db, self.cipher, settings, metrics=self.metrics)
         await self.dispatcher.start()
         self._tasks.spawn(self.commit_watch.run(), name="commit-watch")
         log.info("gateway started", extra={"engine": self.engine.name, "db": self.db.backend})

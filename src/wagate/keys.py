@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from datetime import datetime
 
 from sqlalchemy import select
@@ -50,6 +51,36 @@ async def authenticate(
     if row.revoked_at is not None and row.revoked_at <= (now or utcnow()):
         raise Unauthorized("API key revoked")
     return Caller(key_id=row.id, workspace_id=row.workspace_id)
+
+
+class KeyCache:
+    """Callers of keys presented in the last ``ttl`` seconds, so that most requests need no
+    read. Keyed by the key's hash, as the table is; only known, unrevoked keys are kept. A key
+    revoked through this process is forgotten at once; one revoked by another process sharing
+    the database is refused within ``ttl``."""
+
+    def __init__(self, ttl: float = 2.0, size: int = 10_000) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._entries: dict[str, tuple[float, Caller]] = {}
+
+    def get(self, digest: str) -> Caller | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            del self._entries[digest]
+            return None
+        return entry[1]
+
+    def put(self, digest: str, caller: Caller) -> None:
+        if len(self._entries) >= self.size:
+            self._entries.clear()  # rare (more live keys than the size): start over
+        self._entries[digest] = (time.monotonic() + self.ttl, caller)
+
+    def forget(self, key_id: str) -> None:
+        for digest in [d for d, (_, caller) in self._entries.items() if caller.key_id == key_id]:
+            del self._entries[digest]
 
 
 async def ensure_admin_key(session: AsyncSession) -> str | None:

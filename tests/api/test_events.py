@@ -135,7 +135,9 @@ async def test_polling_waits_for_a_lower_id_still_in_flight(
         slow_id = await writer
     assert slow_id < fast_ids[0]
     page = await poll(api, tenant.auth, after=seen)
-    assert [e["id"] for e in page["events"]] == sorted([slow_id, *fast_ids])
+    # The attempt's next events (its code) may have committed since: they come after these.
+    expected = sorted([slow_id, *fast_ids])
+    assert [e["id"] for e in page["events"]][: len(expected)] == expected
 
 
 @pytest.mark.parametrize("backend", ["postgres", "mysql"])

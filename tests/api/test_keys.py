@@ -1,12 +1,19 @@
-"""Workspace keys: created and shown once, listed without secrets, revoked at once."""
+"""Workspace keys: created and shown once, listed without secrets, revoked at once (within 2 s on
+another gateway process)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
+from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from tests.apiclient import ApiClient
+from wagate import keys
+from wagate.accounts import Caller
 from wagate.models import ApiKey
 
 
@@ -80,3 +87,43 @@ async def test_key_routes_need_the_admin_key_and_stay_in_their_workspace(
         assert r.status_code == 404, r.text
     other_auth = {"Authorization": f"Bearer {other_key['api_key']}"}
     assert (await api.http.get("/v1/accounts", headers=other_auth)).status_code == 200
+
+
+async def test_a_key_revoked_by_another_gateway_is_refused_within_two_seconds(
+    gateway_factory: Any, database_url: str
+) -> None:
+    here = await gateway_factory(database_url)
+    there = await gateway_factory(database_url)
+    tenant = await here.tenant()
+    created = (await here.http.post(f"/v1/workspaces/{tenant.id}/keys", headers=here.admin)).json()
+    auth = {"Authorization": f"Bearer {created['api_key']}"}
+    assert (await here.http.get("/v1/accounts", headers=auth)).status_code == 200  # now known here
+    r = await there.http.delete(
+        f"/v1/workspaces/{tenant.id}/keys/{created['id']}", headers=there.admin
+    )
+    assert r.status_code == 200
+    assert (await there.http.get("/v1/accounts", headers=auth)).status_code == 401
+    revoked = time.monotonic()
+    while (await here.http.get("/v1/accounts", headers=auth)).status_code != 401:
+        assert time.monotonic() - revoked < 2.5, "still accepted after the cache's 2 s"
+        await asyncio.sleep(0.1)
+    assert (await here.http.get("/v1/accounts", headers=tenant.auth)).status_code == 200
+
+
+def test_key_cache_keeps_callers_for_its_ttl_and_forgets_revoked_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(keys.time, "monotonic", lambda: clock[0])
+    cache = keys.KeyCache(ttl=2.0, size=2)
+    one, two = Caller(key_id="k1", workspace_id="w"), Caller(key_id="k2", workspace_id="w")
+    cache.put("d1", one)
+    cache.put("d2", two)
+    assert cache.get("d1") == one and cache.get("unknown") is None
+    cache.forget("k1")
+    assert cache.get("d1") is None and cache.get("d2") == two
+    clock[0] += 2.0
+    assert cache.get("d2") is None  # expired
+    for n in range(3):  # past its size it starts over rather than grow
+        cache.put(f"x{n}", one)
+    assert len(cache._entries) <= 2

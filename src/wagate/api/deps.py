@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from wagate.accounts import Caller
 from wagate.errors import AdminRequired, Unauthorized
 from wagate.gateway import Gateway
-from wagate.keys import authenticate
+from wagate.keys import authenticate, hash_key
 from wagate.sessions import SessionManager
 
 _bearer = HTTPBearer(auto_error=False, description="A workspace key or the admin key.")
@@ -48,8 +48,13 @@ async def get_caller(
 ) -> Caller:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("missing bearer key: send 'Authorization: Bearer <key>'")
-    async with gateway.db.read_sessions() as session:
-        return await authenticate(session, credentials.credentials, gateway.admin_key)
+    digest = hash_key(credentials.credentials)
+    caller = gateway.keys.get(digest)
+    if caller is None:
+        async with gateway.db.read_sessions() as session:
+            caller = await authenticate(session, credentials.credentials, gateway.admin_key)
+        gateway.keys.put(digest, caller)
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

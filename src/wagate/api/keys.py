@@ -1,7 +1,9 @@
 """Workspace API keys, managed with the admin key (DESIGN §6).
 
 A key is shown once, when it is created; the database keeps only its SHA-256 hash and a short
-prefix to recognise it by. A revoked key is refused from the next request on.
+prefix to recognise it by. A revoked key is refused from the next request on; a gateway process
+that shares the database with the one that revoked it refuses it within 2 s (it keeps the keys
+of recent requests that long, see ``wagate.keys.KeyCache``).
 """
 
 from __future__ import annotations
@@ -102,8 +104,8 @@ async def list_keys(workspace_id: str, admin: AdminDep, session: SessionDep) -> 
 async def revoke_key(
     workspace_id: str, key_id: str, admin: AdminDep, gateway: GatewayDep
 ) -> KeyOut:
-    """Revoke a key: it is refused (401) from the next request on. Revoking twice keeps the
-    first revocation time."""
+    """Revoke a key: it is refused (401) from the next request on (by another gateway process
+    sharing the database, within 2 s). Revoking twice keeps the first revocation time."""
 
     async def work(session: AsyncSession) -> ApiKey:
         row = await _key(session, admin, workspace_id, key_id)
@@ -111,7 +113,9 @@ async def revoke_key(
         await session.flush()
         return row
 
-    return KeyOut.of(await gateway.db.run(work))
+    revoked = await gateway.db.run(work)
+    gateway.keys.forget(revoked.id)
+    return KeyOut.of(revoked)
 
 
 async def _key(session: AsyncSession, admin: Caller, workspace_id: str, key_id: str) -> ApiKey:
