@@ -79,7 +79,7 @@ def serve(
     configure(settings.log_format, settings.log_level)
     # Ends open event streams as soon as shutdown begins (see wagate.api.server).
     running = server(
-        create_app(settings, on_started=_show_new_admin_key),
+        create_app(settings, on_started=_show_new_admin_key, tune_gc=True),
         host=settings.host,
         port=settings.port,
     )

@@ -11,6 +11,7 @@ from functools import partial
 
 from rich.console import Console
 
+from wagate import collector
 from wagate.bus import Wakeup
 from wagate.config import Settings
 from wagate.crypto import Cipher, load_or_create_key
@@ -115,6 +116,12 @@ class Gateway:
         if self.sessions is None:
             raise EngineUnavailable("the gateway is not running")
         return self.sessions
+
+    def tune_gc(self) -> None:
+        """For a process that is the gateway (``wagate serve``): full garbage collections on a
+        timer instead of as the heap grows (see wagate.collector)."""
+        collector.tune()
+        self._tasks.spawn(collector.collect_forever(), name="garbage-collection")
 
     def _committed(self, commit: Commit) -> None:
         self.bus.notify(commit.topics, commit.events)

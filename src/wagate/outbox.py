@@ -10,6 +10,7 @@ another process does.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -112,11 +113,13 @@ _INSERT = insert(WebhookDelivery)
 
 
 def _targets(session: Session) -> dict[str, Target]:
-    # Keyed by the transaction: a session that outlives one must not reuse what it read.
+    # Keyed by the transaction: a session that outlives one must not reuse what it read. The
+    # reference is weak: the session's info must not hold the session in a cycle (every write
+    # session would then wait for the cyclic garbage collector).
     transaction = session.get_transaction()
     cached = session.info.get(_TARGETS)
-    if cached is None or cached[0] is not transaction:
-        cached = (transaction, {})
+    if cached is None or cached[0]() is not transaction:
+        cached = (weakref.ref(transaction), {})
         session.info[_TARGETS] = cached
     targets: dict[str, Target] = cached[1]
     return targets

@@ -39,14 +39,19 @@ def create_app(
     settings: Settings | None = None,
     gateway: Gateway | None = None,
     on_started: Callable[[Gateway], None] | None = None,
+    *,
+    tune_gc: bool = False,
 ) -> FastAPI:
     """The API over ``gateway`` (opened and closed by the app's lifespan); ``on_started`` runs
-    once the gateway is open (``wagate serve`` shows a newly created admin key there)."""
+    once the gateway is open (``wagate serve`` shows a newly created admin key there).
+    ``tune_gc``: the process is this gateway's alone (``Gateway.tune_gc``)."""
     runtime = gateway or Gateway(settings or Settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.open()
+        if tune_gc:
+            runtime.tune_gc()
         if on_started is not None:
             on_started(runtime)
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -108,7 +109,9 @@ async def _frames(
     gateway.metrics.sse_streams.inc()
     log.debug("event stream opened", extra={"account_id": account_id, "after": cursor})
     subscription = gateway.bus.subscribe(account_id)
-    last_sent = time.monotonic()
+    # Streams opened together would all send their keep-alives in the same instant, every
+    # KEEPALIVE_SECONDS: the first one comes at a random point of the first period instead.
+    last_sent = time.monotonic() - random.uniform(0.0, KEEPALIVE_SECONDS)
     read = True  # first: whatever came after the cursor
     try:
         yield b"retry: 2000\n\n"
