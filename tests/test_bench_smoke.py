@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.whatsmeow_support import require_neonize
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
@@ -58,3 +60,14 @@ def test_latency_bench_reports() -> None:
         assert p99 >= p50 > 0, name
     assert report["events_sse"] == report["events_webhook"] == report["events_committed"]
     assert report["events_sse"] > 0  # type: ignore[operator]
+
+
+@pytest.mark.timeout(240)
+def test_host_memory_bench_reports() -> None:
+    require_neonize()
+    report = run_bench("host_memory.py", "--clients", "2")
+    assert report["clients"] == 2
+    steps = report["steps"]
+    assert isinstance(steps, list) and [s["clients"] for s in steps] == [0, 1, 2]
+    assert all(s["VmRSS"] > 0 and s["Threads"] > 0 for s in steps)
+    assert isinstance(report["rss_mib_per_client"], int | float)
