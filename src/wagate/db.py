@@ -104,23 +104,6 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and any(marker in text for marker in _RETRYABLE_MARKERS)
 
 
-def _sqlite_reader(engine: AsyncEngine) -> None:
-    # aiosqlite logs every statement with its parameters at DEBUG; unless someone chose a level
-    # for it, keep it above that.
-    quiet = logging.getLogger("aiosqlite")
-    if quiet.level == logging.NOTSET:
-        quiet.setLevel(logging.INFO)
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout=30000")
-        for pragma in sqlite.PRAGMAS:
-            cursor.execute(pragma)
-        cursor.close()
-
-
 def _sqlite_writer(engine: AsyncEngine) -> None:
     # Every writing SQLite transaction takes the write lock at BEGIN: two deferred transactions
     # that both upgrade to writing would otherwise fail at once instead of waiting for the lock.
@@ -186,7 +169,7 @@ class Database:
         # Called after every committed ``run`` with what it wrote (wakes the SSE streams of those
         # accounts and hands them the events; hands the dispatcher the deliveries).
         self._listeners: list[Callable[[Commit], None]] = [on_commit] if on_commit else []
-        # Put into every write session's ``info`` (see wagate.deliveries: claims at birth).
+        # Put into every write session's ``info`` (see wagate.outbox: claims at birth).
         self.session_info: dict[str, Any] = {}
         self.backend = make_url(self.url).get_backend_name()
         # Parameters hold QR codes, keys' hashes and ciphertexts: never in a log or error text.
@@ -200,14 +183,12 @@ class Database:
         if self.backend != "sqlite":
             kwargs.update(pool_size=10, max_overflow=20)
         if self.backend == "sqlite":
-            # Writes run in place on the loop's thread (see wagate.sqlite); reads use aiosqlite's
-            # own connections without the write lock (WAL lets them run beside a writer).
-            self.engine = create_async_engine(
-                self.url, async_creator=sqlite.creator(make_url(self.url)), **kwargs
-            )
+            # Statements run in place on the loop's thread (see wagate.sqlite). Reads use their
+            # own connections, which take no write lock (WAL lets them run beside a writer).
+            creator = sqlite.creator(make_url(self.url))
+            self.engine = create_async_engine(self.url, async_creator=creator, **kwargs)
             _sqlite_writer(self.engine)
-            self.reader = create_async_engine(self.url, **kwargs)
-            _sqlite_reader(self.reader)
+            self.reader = create_async_engine(self.url, async_creator=creator, **kwargs)
         else:
             self.engine = create_async_engine(self.url, **kwargs)
             self.reader = self.engine

@@ -4,14 +4,16 @@ SQLAlchemy's aiosqlite dialect hands every statement to a worker thread and resu
 transaction when the event loop next gets round to it. SQLite has one writer at a time, so a
 write transaction of ten statements held the write lock for ten turns of a busy loop: under load
 that is ten or more milliseconds per transaction for a millisecond of work, and every other
-writer queued behind it. SQLite in WAL mode with ``synchronous=NORMAL`` commits without waiting
-for the disk, so its statements take microseconds: running them in place is cheaper than the
-hand-over, and a transaction holds the lock only for its own work.
+writer queued behind it. Reads paid too: each hand-back waits for the thread to get the GIL from
+a busy loop, and with a dozen reader threads that made the slowest reads of a loaded gateway
+some hundred milliseconds (measured in docs/benchmarks.md). SQLite in WAL mode with
+``synchronous=NORMAL`` commits without waiting for the disk and answers an indexed read in
+microseconds: running statements in place is cheaper than the hand-over. (Turning rows into
+objects, the larger part of a big read, ran on the loop's thread before as well.)
 
-These connections serve the writer only (reads, which may be long, keep aiosqlite's thread). They
-never wait for a lock held by another process (``busy_timeout`` is 0): such a statement fails at
-once with "database is locked", and ``Database.run`` tries the transaction again after an async
-sleep, so the loop never blocks on another process.
+These connections never wait for a lock another process holds (``busy_timeout`` is 0): such a
+statement fails at once with "database is locked", and ``Database.run`` tries the transaction
+again after an async sleep, so the loop never blocks on another process.
 
 The objects below speak the part of aiosqlite's interface that SQLAlchemy's adapter uses; they
 are handed to ``create_async_engine(..., async_creator=...)``.
@@ -138,7 +140,7 @@ class Connection:
 
 def creator(url: URL) -> Any:
     """The ``async_creator`` for a file database at ``url``: connections in autocommit mode
-    (SQLAlchemy's ``begin`` listener issues ``BEGIN IMMEDIATE``) that never wait for a lock."""
+    (the writer's ``begin`` listener issues ``BEGIN IMMEDIATE``) that never wait for a lock."""
     path = url.database or ""
 
     uri = str(url.query.get("uri", "")).lower() in ("true", "1")

@@ -18,7 +18,9 @@ from wagate.sessions import SessionManager
 _bearer = HTTPBearer(auto_error=False, description="A workspace key or the admin key.")
 
 
-def get_gateway(request: Request) -> Gateway:
+# Dependencies are ``async def`` even when they do not wait: FastAPI runs a plain ``def`` in a
+# worker thread, a thread hop on every request.
+async def get_gateway(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
     return gateway
 
@@ -26,7 +28,7 @@ def get_gateway(request: Request) -> Gateway:
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 
-def get_manager(gateway: GatewayDep) -> SessionManager:
+async def get_manager(gateway: GatewayDep) -> SessionManager:
     return gateway.manager()
 
 
