@@ -1,6 +1,7 @@
 """Durable event pipeline: events committed and delivered per second to a local webhook
 receiver, against the raw ceiling of the same database (plain INSERT + COMMIT of rows of the
-same size, one connection, measured in the same run), plus commit → delivery latency.
+same size, one connection, measured in the same run, through the gateway's own engine and, for
+comparison, through the bare driver), plus commit → delivery latency.
 
     python bench/pipeline.py [--database-url URL] [--accounts 200] [--burst 20] [--quick]
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -25,13 +27,16 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
+import asyncpg
 import httpx
+from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gateway import Gateway, bearer, cpu_seconds, workspace_key  # noqa: E402
 
 from receiver import Receiver  # noqa: E402
 from wagate.db import Database  # noqa: E402
+from wagate.sqlite import PRAGMAS  # noqa: E402
 
 SENDER = "5511900000000"
 
@@ -63,6 +68,49 @@ async def raw_ceiling(url: str, seconds: float, row_bytes: int) -> float:
             await conn.exec_driver_sql(f"DROP TABLE {table}")
     finally:
         await database.close()
+    return count / elapsed
+
+
+async def bare_ceiling(url: str, seconds: float, row_bytes: int) -> float:
+    """The same rows through the bare driver, without SQLAlchemy (sqlite3 with the gateway's
+    pragmas, or asyncpg): what the database itself does, for comparison."""
+    parsed = make_url(url)
+    table = f"bench_bare_{uuid.uuid4().hex[:8]}"
+    payload = "x" * row_bytes
+    count, started = 0, time.monotonic()
+    if parsed.get_backend_name() == "sqlite":
+        conn = sqlite3.connect(parsed.database or "", isolation_level=None)
+        for pragma in PRAGMAS:
+            conn.execute(pragma)
+        conn.execute(f"CREATE TABLE {table} (id VARCHAR(36) PRIMARY KEY, data TEXT NOT NULL)")
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                f"INSERT INTO {table} (id, data) VALUES (?, ?)", (str(uuid.uuid4()), payload)
+            )
+            conn.execute("COMMIT")
+            count += 1
+        elapsed = time.monotonic() - started
+        conn.execute(f"DROP TABLE {table}")
+        conn.close()
+        return count / elapsed
+    if parsed.get_backend_name() != "postgresql":
+        return float("nan")
+    dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    pg = await asyncpg.connect(dsn)
+    try:
+        await pg.execute(f"CREATE TABLE {table} (id VARCHAR(36) PRIMARY KEY, data TEXT NOT NULL)")
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:  # each statement its own transaction
+            await pg.execute(
+                f"INSERT INTO {table} (id, data) VALUES ($1, $2)", str(uuid.uuid4()), payload
+            )
+            count += 1
+        elapsed = time.monotonic() - started
+        await pg.execute(f"DROP TABLE {table}")
+    finally:
+        await pg.close()
     return count / elapsed
 
 
@@ -143,6 +191,7 @@ async def run(url: str | None, accounts: int, burst: int) -> dict[str, object]:
         gateway.stop()
         await receiver.stop()
     ceiling = await raw_ceiling(database_url, 5.0, row_bytes)
+    bare = await bare_ceiling(database_url, 5.0, row_bytes)
     rate = events / delivered_at
     cuts = statistics.quantiles(latencies, n=100, method="inclusive")
     return {
@@ -152,6 +201,8 @@ async def run(url: str | None, accounts: int, burst: int) -> dict[str, object]:
         "delivered_per_second": round(rate, 1),
         "raw_insert_commit_per_second": round(ceiling, 1),
         "share_of_ceiling": round(rate / ceiling, 3),
+        "bare_driver_insert_commit_per_second": round(bare, 1),
+        "share_of_bare_ceiling": round(rate / bare, 3),
         "commit_to_delivery_p50_ms": round(cuts[49] * 1000, 1),
         "commit_to_delivery_p99_ms": round(cuts[98] * 1000, 1),
         "row_bytes": row_bytes,
