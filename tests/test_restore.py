@@ -142,3 +142,71 @@ async def test_store_outage_at_restore_parks_accounts_without_logging_out(  # ty
             assert (account.status, account.status_reason) == ("stopped", "store_unavailable")
     finally:
         await gateway.close()
+
+
+async def test_restore_in_batches_counts_accounts_no_longer_linked(  # type: ignore[no-untyped-def]
+    fresh_database_url, tmp_path: Path
+) -> None:
+    """Accounts are marked ``reconnecting`` a batch per transaction; an account stopped or
+    deleted since its id was read is counted, not reopened, and the others still are."""
+    from sqlalchemy import delete, update
+
+    from wagate import upkeep
+    from wagate.models import Event
+
+    settings = Settings(
+        database_url=await fresh_database_url("sqlite"),
+        engine="sim",
+        data_dir=tmp_path,
+        admin_key="k",
+    )
+    ids = await seed(settings, count=upkeep.RESTORE_BATCH + 6)  # two batches
+    gateway = Gateway(settings)
+    await gateway.open()
+    try:
+        assert gateway.sessions is not None
+        await asyncio.wait_for(gateway.sessions.restored.wait(), 60)
+        await gateway.sessions.settle()
+        stopped, gone = ids[:2] + ids[-1:], ids[5]
+
+        async def change(session):  # type: ignore[no-untyped-def]
+            await session.execute(
+                update(Account).where(Account.id.in_(stopped)).values(status="stopped")
+            )
+            await session.execute(delete(Account).where(Account.id == gone))
+
+        await gateway.db.run(change)
+        async with gateway.db.sessions() as session:
+            before = await session.scalar(select(func.max(Event.id)))
+
+        report = await upkeep.restore(gateway.sessions, ids, concurrency=8)
+        await gateway.sessions.settle()
+
+        assert report.restored == len(ids) - 4
+        assert report.failed == {"not_linked": 4}
+        async with gateway.db.sessions() as session:
+            counts = dict(
+                (
+                    await session.execute(
+                        select(Account.status, func.count()).group_by(Account.status)
+                    )
+                ).all()
+            )
+            assert counts == {"connected": len(ids) - 4, "stopped": 3}
+            changes = (
+                await session.execute(
+                    select(Event.account_id, Event.data)
+                    .where(Event.id > before, Event.type == "account.status")
+                    .order_by(Event.id)
+                )
+            ).all()
+        restored = set(ids) - set(stopped) - {gone}
+        # Each restored account went connected → reconnecting ("restoring") → connected.
+        marks = [a for a, data in changes if data["status"] == "reconnecting"]
+        assert sorted(marks) == sorted(restored)
+        assert {a for a, data in changes if data["status"] == "connected"} == restored
+        assert all(
+            data["reason"] == "restoring" for _, data in changes if data["status"] == "reconnecting"
+        )
+    finally:
+        await gateway.close()

@@ -7,7 +7,7 @@ engine calls and credential deletion queued until after the commit.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING
 
 from wagate.accounts import Caller, change_status
@@ -127,14 +127,22 @@ async def reopen(mgr: SessionManager, account_id: str) -> str | None:
     Returns None when the engine took the session, else the reason it could not.
     """
 
-    async def act(ctx: Ctx) -> bool:
-        if ctx.status is S.CONNECTED:
-            change_status(ctx.session, ctx.account, S.RECONNECTING, "restoring", now=ctx.now)
-        return ctx.status is S.RECONNECTING
-
-    if not await mgr.transact(account_id, act):
+    if not await mgr.transact(account_id, _reopening):
         return "not_linked"
     return await reconnect(mgr, account_id)
+
+
+async def mark_reopening(mgr: SessionManager, account_ids: Collection[str]) -> set[str]:
+    """The first half of ``reopen`` for a batch of accounts, in one transaction: those marked
+    (or already) ``reconnecting``, ready for ``reconnect``; the others are no longer linked."""
+    marked = await mgr.transact_each(account_ids, _reopening)
+    return {account_id for account_id, ready in marked.items() if ready}
+
+
+async def _reopening(ctx: Ctx) -> bool:
+    if ctx.status is S.CONNECTED:
+        change_status(ctx.session, ctx.account, S.RECONNECTING, "restoring", now=ctx.now)
+    return ctx.status is S.RECONNECTING
 
 
 async def reconnect(mgr: SessionManager, account_id: str) -> str | None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -25,6 +27,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wagate.restore")
 sweep_log = logging.getLogger("wagate.sweeper")
+# Accounts marked ``reconnecting`` in one transaction by a restoration.
+RESTORE_BATCH = 64
+
+
+@contextlib.contextmanager
+def _progress_bar(what: str, total: int) -> Iterator[Callable[[], None]]:
+    """A transient progress bar on stderr for ``total`` steps; yields its ``advance``. With
+    ``total`` 0 there is no bar and ``advance`` does nothing."""
+    if not total:
+        yield lambda: None
+        return
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda: bar.advance(task)
 
 
 @dataclass
@@ -48,37 +64,48 @@ async def restorable(mgr: SessionManager) -> list[str]:
 async def restore(
     mgr: SessionManager, ids: list[str], concurrency: int, *, progress: bool = False
 ) -> RestoreReport:
-    """Reopen each account from its credentials, by account id, at most ``concurrency`` at a
-    time; ``ids`` were read at start, before the API took its first command."""
+    """Reopen each account from its credentials, by account id: ``RESTORE_BATCH`` accounts at a
+    time are marked ``reconnecting`` in one transaction, then handed to the engine, at most
+    ``concurrency`` at a time; ``ids`` were read at start, before the API took its first
+    command."""
     started = time.monotonic()
     report = RestoreReport()
     gate = asyncio.Semaphore(concurrency)
-    bar = Progress(console=Console(stderr=True), transient=True) if progress and ids else None
-    task = bar.add_task("restoring sessions", total=len(ids)) if bar is not None else None
 
-    async def one(account_id: str) -> None:
-        async with gate:
-            try:
-                reason = await lifecycle.reopen(mgr, account_id)
-            except Exception:  # one account's failure must not stop the others
-                log.exception("restore of one account failed", extra={"account_id": account_id})
-                reason = "error"
-        if reason is None:
-            report.restored += 1
-        else:
-            report.failed[reason] += 1
-        if bar is not None and task is not None:
-            bar.advance(task)
+    with _progress_bar("restoring sessions", len(ids) if progress else 0) as advance:
 
-    if bar is not None:
-        bar.start()
-    try:
+        def count(reason: str | None) -> None:
+            if reason is None:
+                report.restored += 1
+            else:
+                report.failed[reason] += 1
+            advance()
+
+        async def one(account_id: str, marked: bool) -> None:
+            async with gate:
+                try:
+                    if marked:
+                        reason = await lifecycle.reconnect(mgr, account_id)
+                    else:
+                        reason = await lifecycle.reopen(mgr, account_id)
+                except Exception:  # one account's failure must not stop the others
+                    log.exception("restore of one account failed", extra={"account_id": account_id})
+                    reason = "error"
+            count(reason)
+
         async with asyncio.TaskGroup() as group:
-            for account_id in ids:
-                group.create_task(one(account_id))
-    finally:
-        if bar is not None:
-            bar.stop()
+            for first in range(0, len(ids), RESTORE_BATCH):
+                chunk = ids[first : first + RESTORE_BATCH]
+                try:
+                    ready = await lifecycle.mark_reopening(mgr, chunk)
+                except Exception:  # the batch's transaction failed: each account on its own
+                    log.exception("restore batch failed, reopening its accounts one by one")
+                    ready = None
+                for account_id in chunk:
+                    if ready is None or account_id in ready:
+                        group.create_task(one(account_id, marked=ready is not None))
+                    else:
+                        count("not_linked")
     report.seconds = round(time.monotonic() - started, 3)
     log.info(
         "restore finished",
