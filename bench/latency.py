@@ -1,16 +1,16 @@
 """Event latency: engine event → SSE client and → webhook receiver, p50 and p99, while N
 accounts link at once.
 
-    python bench/latency.py [--accounts 1000] [--scan-rate 10] [--time-scale 1.0]
+    python bench/latency.py [--accounts 1000] [--scan-rate 50] [--time-scale 1.0]
                             [--sse-workers 2] [--database-url URL] [--quick]
 
 The workload: N accounts, one SSE stream (``GET /v1/accounts/{id}/events``) open on each before
 anything happens, then a QR link attempt opened on every account (``--link-concurrency`` at a
 time), so that N attempts are open at the same time; once every account's stream has shown its
 code (``link.qr``; the client reads codes there, as a console would, instead of polling
-``GET /qr``), simulated phones scan the N codes at a steady ``--scan-rate`` per second, 10 by
-default: 1,000 people scanning within 100 s (a burst, or a rate past the gateway's capacity,
-measures queueing, not latency). The workspace's webhook goes to a local receiver in this
+``GET /qr``), simulated phones scan the N codes at a steady ``--scan-rate`` per second, 50 by
+default: 1,000 phones within 20 s (a burst, or a rate past the gateway's capacity, measures
+queueing, not latency). The workspace's webhook goes to a local receiver in this
 process answering 200 at once.
 
 What happens at a scan, in the sim engine: ``POST /v1/sim/scan`` resolves the attempt's outcome
@@ -34,7 +34,10 @@ Figures (p50, p99, max in ms, and the count):
   spent before the event is written (scan request, engine, waiting for the account's turn).
 - ``commit_to_sse`` / ``commit_to_webhook``: the envelope's ``created_at`` (set when the event row
   is written, inside the committing transaction) → arrival, over every event of the run,
-  including those the sim emits on its own timers (rotated codes, ``Connected``).
+  including those the sim emits on its own timers (rotated codes, ``Connected``) and those of
+  the opening of the N attempts (a burst of link commands, not of engine events);
+- ``scanning_commit_to_sse`` / ``scanning_commit_to_webhook``: the same, over the events created
+  once scanning began.
 
 The SSE streams are read by ``--sse-workers`` client subprocesses (plain asyncio sockets, no HTTP
 library), so that the frames' arrival times do not queue behind the process that schedules the
@@ -478,14 +481,17 @@ def figure(name: str, latencies: list[float]) -> dict[str, float | int]:
 
 
 def latencies(
-    arrivals: Iterable[Arrival], sent: dict[str, float]
-) -> tuple[list[float], list[float]]:
-    """(t0 → arrival of link.paired, created_at → arrival of every event), first copy only."""
+    arrivals: Iterable[Arrival], sent: dict[str, float], since: float
+) -> tuple[list[float], list[float], list[float]]:
+    """(t0 → arrival of link.paired, created_at → arrival of every event, the same for the
+    events created from ``since`` on), first copy only."""
     first: dict[int, Arrival] = {}
     for arrival in sorted(arrivals):
         first.setdefault(arrival[1], arrival)
     paired = [t - sent[a] for t, _, a, kind, _ in first.values() if kind == "link.paired"]
-    return paired, [t - unix(created) for t, _, _, _, created in first.values()]
+    created = [(unix(c), t) for t, _, _, _, c in first.values()]
+    every = [t - c for c, t in created]
+    return paired, every, [t - c for c, t in created if c >= since]
 
 
 def webhook_arrivals(bodies: list[tuple[float, bytes]]) -> list[Arrival]:
@@ -574,7 +580,7 @@ async def run(options: Options) -> dict[str, object]:  # noqa: C901 - one linear
             # Fewer than N: the first attempts ran out of codes while the last were opened
             # (raise --time-scale); their scans open new attempts and count as rescans.
             note(f"{open_attempts} of {len(ids)} attempts open after {link_seconds:.1f} s")
-            scanning = time.monotonic()
+            scanning, scanning_unix = time.monotonic(), time.time()
             scans = await scan_all(http, auth, ids, clients.codes, phones, options.scan_rate)
             scan_seconds = time.monotonic() - scanning
             await wait_connected(http, auth, options.accounts, patience)
@@ -599,9 +605,9 @@ async def run(options: Options) -> dict[str, object]:  # noqa: C901 - one linear
     hooks = [a for a in webhook_arrivals(receiver.bodies) if a[1] > baseline]
     if len(sse) < len(events):
         raise RuntimeError(f"{len(sse)} of {len(events)} events came on the SSE streams")
-    scan_sse, commit_sse = latencies(sse, scans.sent)
+    scan_sse, commit_sse, scanning_sse = latencies(sse, scans.sent, scanning_unix)
     scan_commit = [unix(c) - scans.sent[a] for _, _, a, kind, c in sse if kind == "link.paired"]
-    scan_hook, commit_hook = latencies(hooks, scans.sent)
+    scan_hook, commit_hook, scanning_hook = latencies(hooks, scans.sent, scanning_unix)
     round_trip = statistics.quantiles(scans.round_trips, n=100, method="inclusive")
     return {
         "database": database_url.split(":", 1)[0].split("+")[0],
@@ -613,6 +619,8 @@ async def run(options: Options) -> dict[str, object]:  # noqa: C901 - one linear
         **figure("scan_to_webhook", scan_hook),
         **figure("commit_to_sse", commit_sse),
         **figure("commit_to_webhook", commit_hook),
+        **figure("scanning_commit_to_sse", scanning_sse),
+        **figure("scanning_commit_to_webhook", scanning_hook),
         "scan_request_p50_ms": round(round_trip[49] * 1000, 1),
         "scan_request_p99_ms": round(round_trip[98] * 1000, 1),
         "events_committed": len(events),
@@ -652,7 +660,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--accounts", type=int, default=1000)
-    parser.add_argument("--scan-rate", type=float, default=10.0, help="scans per second")
+    parser.add_argument("--scan-rate", type=float, default=50.0, help="scans per second")
     parser.add_argument("--time-scale", type=float, default=1.0, help="sim clock factor")
     parser.add_argument("--sse-workers", type=int, default=2, help="SSE client processes")
     parser.add_argument("--link-concurrency", type=int, default=32)

@@ -8,7 +8,8 @@ comparison, through the bare driver), plus commit → delivery latency.
 The workload: N linked sim accounts, then every phone receives a burst of B incoming messages at
 once (one ``POST /v1/sim/messages`` with ``count``). The engine reports each message as its own
 event, so N x B engine events arrive as fast as the engine can make them; each is committed as a
-``message.received`` event in its own transaction and delivered as a signed webhook. The gateway's
+``message.received`` event (an account's consecutive messages in one transaction, up to 64)
+and delivered as a signed webhook. The gateway's
 CPU time over the run is read from /proc, so the table also says how much CPU one event costs.
 Prints a table, then one JSON object as the last line.
 """

@@ -71,9 +71,14 @@ async def account_events(
     return await _rows(session, query)
 
 
-async def last_event(session: AsyncSession, account_id: str) -> tuple[int, int]:
-    """The id and ``seq`` of the account's newest event; (0, 0) when it has none."""
+async def last_event(
+    session: AsyncSession, account_id: str, upto: int | None = None
+) -> tuple[int, int]:
+    """The id and ``seq`` of the account's newest event (with an id up to ``upto``, when given);
+    (0, 0) when it has none."""
     query = select(Event.id, Event.seq).where(Event.account_id == account_id)
+    if upto is not None:
+        query = query.where(Event.id <= upto)
     row = (await session.execute(query.order_by(Event.id.desc()).limit(1))).one_or_none()
     return (row[0], row[1] or 0) if row is not None else (0, 0)
 
@@ -150,10 +155,9 @@ class CommitWatch:
     async def check(self) -> None:
         started = time.monotonic()
         floor = self._marks[0][2]
-        seen = self.bus.seen()
         newest: dict[str | None, int] = {}
         async with self.db.read_sessions() as session:
-            if seen:
+            if self.bus.seen():
                 by_account = (
                     select(Event.account_id, func.max(Event.id))
                     .where(Event.id > floor)
@@ -169,6 +173,9 @@ class CommitWatch:
         horizon = started - SETTLE.total_seconds()
         while len(self._marks) > 1 and self._marks[1][1] <= horizon:
             self._marks.popleft()
+        # What the streams were handed is taken after the read: this process's commits that the
+        # read saw have (nearly always) been handed over by now, and are not news.
+        seen = self.bus.seen()
         news = [a for a, last in newest.items() if a is not None and last > seen.get(a, last)]
         if news:
             self.bus.stale(news)

@@ -302,3 +302,52 @@ async def test_a_stream_shows_what_another_gateway_on_the_database_commits(
     assert [f.data for f in got] == log
     assert types(got)[:3] == ["account.status", "link.started", "link.qr"]
     assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
+
+
+@pytest.mark.parametrize("resume", ["none", "after", "last-event-id"])
+async def test_a_stream_is_handed_what_this_gateway_commits_without_reading_again(
+    live: Callable[[], Awaitable[Live]], monkeypatch: pytest.MonkeyPatch, resume: str
+) -> None:
+    """Opened at the account's newest event (no cursor, ``?after=`` or ``Last-Event-ID``), a
+    stream reads the database once, at its start; what this gateway commits next is handed to
+    it as it commits."""
+    one = await live()
+    api = one.api
+    tenant = await api.tenant()
+    account = await api.account(tenant)
+    await api.link(tenant, account["id"])
+    await api.cancel(tenant, account["id"])  # the account is quiet again: nothing more comes
+    newest = (await polled(api, tenant, account["id"]))[-1]["id"]
+    reads: list[str] = []
+    read = events_api.events.account_events
+
+    async def counted(session, account_id, *args, **kwargs):  # type: ignore[no-untyped-def]
+        reads.append(account_id)
+        return await read(session, account_id, *args, **kwargs)
+
+    monkeypatch.setattr(events_api.events, "account_events", counted)
+    cursor = {
+        "none": ({}, {}),
+        "after": ({}, {"after": newest}),
+        "last-event-id": ({"Last-Event-ID": str(newest)}, {}),
+    }[resume]
+    streaming = asyncio.ensure_future(
+        collect(
+            api.http,
+            tenant,
+            account["id"],
+            lambda g: "link.failed" in types(g) and types(g)[-1] == "account.status",
+            headers=cursor[0],
+            params=cursor[1],
+        )
+    )
+    while not reads:  # the stream's first read: it is open
+        await asyncio.sleep(0.01)
+    await api.link(tenant, account["id"])
+    await api.qr(tenant, account["id"])
+    await api.cancel(tenant, account["id"])
+    got = await asyncio.wait_for(streaming, 10)
+
+    log = await polled(api, tenant, account["id"])
+    assert [f.data for f in got] == [e for e in log if e["id"] > newest]
+    assert reads == [account["id"]]

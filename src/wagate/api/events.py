@@ -75,11 +75,13 @@ async def stream(
     without either it starts with the next event. A comment line every 15 s keeps proxies from
     closing an idle stream."""
     cursor = _cursor(last_event_id, after)
-    seq: int | None = None  # the account's seq at the cursor, when known
     async with gateway.db.read_sessions() as session:
         await get_account(session, caller, account_id)
+        # The account's seq at the cursor: the events handed over next follow on from it.
         if cursor is None:
             cursor, seq = await events.last_event(session, account_id)
+        else:
+            _, seq = await events.last_event(session, account_id, upto=cursor)
     return StreamingResponse(
         _frames(gateway, account_id, cursor, seq),
         media_type="text/event-stream",
