@@ -20,7 +20,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway import Gateway, bearer, rss_kib, workspace_key  # noqa: E402
+from gateway import Gateway, bearer, cpu_seconds, rss_kib, workspace_key  # noqa: E402
 
 
 async def connected_count(http: httpx.AsyncClient) -> int:
@@ -74,7 +74,7 @@ async def run(accounts: int, database_url: str | None, concurrency: int) -> dict
             await asyncio.sleep(1.0)
             baseline = rss_kib(gateway.pid)
             gate = asyncio.Semaphore(concurrency)
-            started = time.monotonic()
+            started, cpu = time.monotonic(), cpu_seconds(gateway.pid)
 
             async def bounded(n: int) -> None:
                 async with gate:
@@ -83,6 +83,7 @@ async def run(accounts: int, database_url: str | None, concurrency: int) -> dict
             await asyncio.gather(*(bounded(n) for n in range(accounts)))
             await wait_all_connected(http, accounts, timeout=300)
             link_seconds = time.monotonic() - started
+            link_cpu = cpu_seconds(gateway.pid) - cpu
             await asyncio.sleep(3.0)  # idle: let allocator and caches settle
             loaded = rss_kib(gateway.pid)
 
@@ -91,6 +92,7 @@ async def run(accounts: int, database_url: str | None, concurrency: int) -> dict
             restart_to_http = time.monotonic() - gateway.started_at
             await wait_all_connected(http, accounts, timeout=600)
             restore_seconds = time.monotonic() - gateway.started_at
+            restore_cpu = cpu_seconds(gateway.pid)  # the new process: all of it since start
     finally:
         gateway.stop()
     return {
@@ -98,11 +100,13 @@ async def run(accounts: int, database_url: str | None, concurrency: int) -> dict
         "database": (database_url or "sqlite").split(":", 1)[0],
         "link_seconds": round(link_seconds, 2),
         "links_per_second": round(accounts / link_seconds, 1),
+        "gateway_cpu_ms_per_link": round(link_cpu * 1000 / accounts, 2),
         "baseline_rss_kib": baseline,
         "loaded_rss_kib": loaded,
         "rss_per_session_kib": round((loaded - baseline) / accounts, 1),
         "restart_to_http_seconds": round(restart_to_http, 2),
         "restore_seconds": round(restore_seconds, 2),
+        "restore_gateway_cpu_seconds": round(restore_cpu, 2),
     }
 
 

@@ -192,9 +192,9 @@ class SessionManager:
         """Open a link attempt, or return the one already open (single-flight)."""
         self.check_accepting()
         async with self._lock(account_id):
-            now = utcnow()
 
             async def work(session: AsyncSession) -> tuple[LinkAttempt, bool]:
+                now = utcnow()  # taken in the transaction, not before waiting for the writer
                 account = await get_account(session, caller, account_id, lock=True)
                 await self._check_link_rate(session, account, now)
                 return await open_attempt(session, account, method, phone, now)
