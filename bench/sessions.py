@@ -46,12 +46,15 @@ async def wait_all_connected(http: httpx.AsyncClient, n: int, timeout: float) ->
     return time.monotonic() - started
 
 
-async def link_one(http: httpx.AsyncClient, auth: dict[str, str], n: int) -> None:
+async def link_one(http: httpx.AsyncClient, auth: dict[str, str], n: int) -> int:
+    """Link one account; returns how many requests it took (the QR is polled at 10 Hz)."""
+    requests = 3
     account = (await http.post("/v1/accounts", json={"label": f"a{n}"}, headers=auth)).json()
     path = f"/v1/accounts/{account['id']}"
     (await http.post(f"{path}/link", json={"method": "qr"}, headers=auth)).raise_for_status()
     while True:
         qr = await http.get(f"{path}/qr", headers=auth)
+        requests += 1
         if qr.status_code == 200:
             break
         await asyncio.sleep(0.1)
@@ -60,6 +63,7 @@ async def link_one(http: httpx.AsyncClient, auth: dict[str, str], n: int) -> Non
     )
     if scan.json()["result"] != "linked":
         raise RuntimeError(f"scan answered {scan.json()['result']}")
+    return requests
 
 
 async def run(accounts: int, database_url: str | None, concurrency: int) -> dict[str, object]:
@@ -76,11 +80,11 @@ async def run(accounts: int, database_url: str | None, concurrency: int) -> dict
             gate = asyncio.Semaphore(concurrency)
             started, cpu = time.monotonic(), cpu_seconds(gateway.pid)
 
-            async def bounded(n: int) -> None:
+            async def bounded(n: int) -> int:
                 async with gate:
-                    await link_one(http, auth, n)
+                    return await link_one(http, auth, n)
 
-            await asyncio.gather(*(bounded(n) for n in range(accounts)))
+            requests = sum(await asyncio.gather(*(bounded(n) for n in range(accounts))))
             await wait_all_connected(http, accounts, timeout=300)
             link_seconds = time.monotonic() - started
             link_cpu = cpu_seconds(gateway.pid) - cpu
@@ -101,6 +105,7 @@ async def run(accounts: int, database_url: str | None, concurrency: int) -> dict
         "link_seconds": round(link_seconds, 2),
         "links_per_second": round(accounts / link_seconds, 1),
         "gateway_cpu_ms_per_link": round(link_cpu * 1000 / accounts, 2),
+        "requests_per_link": round(requests / accounts, 1),
         "baseline_rss_kib": baseline,
         "loaded_rss_kib": loaded,
         "rss_per_session_kib": round((loaded - baseline) / accounts, 1),

@@ -85,6 +85,8 @@ _RETRYABLE_MARKERS = (
 )
 # How long a transaction waits for another process's SQLite write lock, trying again meanwhile.
 LOCK_WAIT = 30.0
+# SQLite read connections kept open (as many again may open for a moment under load).
+READERS = 32
 CONFLICT_BACKOFF = Backoff(min=0.005, max=0.2, factor=2.0, jitter=0.5)
 
 
@@ -188,7 +190,11 @@ class Database:
             creator = sqlite.creator(make_url(self.url))
             self.engine = create_async_engine(self.url, async_creator=creator, **kwargs)
             _sqlite_writer(self.engine)
-            self.reader = create_async_engine(self.url, async_creator=creator, **kwargs)
+            # Every request holds a read session while it runs: past the pool's size each would
+            # open (and close) a connection of its own, pragmas and all.
+            self.reader = create_async_engine(
+                self.url, async_creator=creator, pool_size=READERS, max_overflow=READERS, **kwargs
+            )
         else:
             self.engine = create_async_engine(self.url, **kwargs)
             self.reader = self.engine
