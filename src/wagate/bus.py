@@ -89,6 +89,10 @@ class Wakeup:
             if not subscribers:
                 del self._subscriptions[subscription.topic]
 
+    def subscribed(self) -> bool:
+        """Whether any topic has a subscriber."""
+        return bool(self._subscriptions)
+
     def seen(self) -> dict[str, int]:
         """Each subscribed topic with the highest event id all of its subscribers have seen."""
         return {
@@ -98,12 +102,11 @@ class Wakeup:
 
     def stale(self, topics: Iterable[str]) -> None:
         """Another process committed events of ``topics``: their subscribers read the database."""
-        woken = []
+        topics = list(topics)
         for topic in topics:
             for subscription in self._subscriptions.get(topic, ()):
                 subscription.stale = True
-            woken.append(topic)
-        self.notify(woken)
+        self.notify(topics)
 
     def mark(self, topic: str | None = None) -> Mark:
         if topic is None:

@@ -106,6 +106,12 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and any(marker in text for marker in _RETRYABLE_MARKERS)
 
 
+def _lock_held(exc: BaseException, deadline: float) -> bool:
+    """Whether ``exc`` is SQLite's write lock held by another connection, before ``deadline``:
+    worth waiting for and trying again."""
+    return _LOCKED in str(exc).lower() and time.monotonic() < deadline
+
+
 def _sqlite_writer(engine: AsyncEngine) -> None:
     # Every writing SQLite transaction takes the write lock at BEGIN: two deferred transactions
     # that both upgrade to writing would otherwise fail at once instead of waiting for the lock.
@@ -235,8 +241,7 @@ class Database:
                     raise
                 # Another process holding SQLite's write lock is waited for as long as SQLite's
                 # own busy timeout would have; other conflicts get ``attempts`` tries.
-                locked = _LOCKED in str(exc).lower() and time.monotonic() < deadline
-                if attempt >= attempts and not locked:
+                if attempt >= attempts and not _lock_held(exc, deadline):
                     raise
                 log.debug("transaction conflict, retrying", extra={"attempt": attempt})
                 await asyncio.sleep(CONFLICT_BACKOFF.delay(attempt))
@@ -282,7 +287,7 @@ class Database:
                     await conn.run_sync(_upgrade_sync)
                 return
             except DBAPIError as exc:
-                if _LOCKED not in str(exc).lower() or time.monotonic() > deadline:
+                if not _lock_held(exc, deadline):
                     raise
                 await asyncio.sleep(CONFLICT_BACKOFF.delay(attempt))
 

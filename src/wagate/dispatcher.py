@@ -221,9 +221,7 @@ class Dispatcher:
             self._births.update(accounts)  # tried again by the next round
             raise
         for job in jobs:
-            self._claimed.add(job.delivery_id)
-            self._arrived.add(job.account_id)  # type: ignore[arg-type]  # heads of accounts
-            self._give(job.account_id, [job])
+            self._take_head(job)
 
     async def _dispatch_due(self) -> float:
         """Claim the heads due for accounts without a lane and start their lanes; returns how
@@ -242,13 +240,18 @@ class Dispatcher:
                     # Two heads of rows without an account: the second waits.
                     await self.db.run(partial(_release, [job.delivery_id]))
                     continue
-                self._claimed.add(job.delivery_id)
-                if job.account_id is not None:
-                    self._arrived.add(job.account_id)
-                self._give(job.account_id, [job])
+                self._take_head(job)
         if next_due is None:
             return self.poll  # a commit wakes us
         return min(self.poll, max(0.01, (next_due - utcnow()).total_seconds()))
+
+    def _take_head(self, job: Job) -> None:
+        """A claimed head of an account's queue: to the account's lane, whose first settle
+        looks for what queued behind it."""
+        self._claimed.add(job.delivery_id)
+        if job.account_id is not None:
+            self._arrived.add(job.account_id)
+        self._give(job.account_id, [job])
 
     def _start_lane(self, account_id: str | None) -> None:
         task = self._sending.spawn(self._lane(account_id), name=f"lane:{account_id}")

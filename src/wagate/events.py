@@ -157,7 +157,7 @@ class CommitWatch:
         floor = self._marks[0][2]
         newest: dict[str | None, int] = {}
         async with self.db.read_sessions() as session:
-            if self.bus.seen():
+            if self.bus.subscribed():
                 by_account = (
                     select(Event.account_id, func.max(Event.id))
                     .where(Event.id > floor)

@@ -415,10 +415,7 @@ class SessionManager:
                     account = await get_account(session, caller, account_id, lock=True)
                 open_one = await open_attempt_of(session, account_id) if attempt else None
                 ctx = Ctx(session, account, open_one, utcnow())
-                result = await act(ctx)
-                if AccountStatus(account.status) is not S.LINKING:
-                    ctx.after.append(self.forget_codes(account_id))
-                return result, ctx.after
+                return await self._act(ctx, act), ctx.after
 
             result, effects = await self._run(work, retry_integrity=True)
         await _run_effects(effects, account_id)
@@ -445,15 +442,21 @@ class SessionManager:
                 now = utcnow()
                 for account in (await session.execute(query)).scalars():
                     ctx = Ctx(session, account, None, now)
-                    results[account.id] = await act(ctx)
-                    if AccountStatus(account.status) is not S.LINKING:
-                        ctx.after.append(self.forget_codes(account.id))
+                    results[account.id] = await self._act(ctx, act)
                     effects.extend(ctx.after)
                 return results, effects
 
             results, effects = await self._run(work, retry_integrity=True)
         await _run_effects(effects, None)
         return results
+
+    async def _act(self, ctx: Ctx, act: Callable[[Ctx], Awaitable[T]]) -> T:
+        """``act`` on a locked account; an account it left outside ``linking`` has no QR code
+        to show any more (forgotten after the commit)."""
+        result = await act(ctx)
+        if AccountStatus(ctx.account.status) is not S.LINKING:
+            ctx.after.append(self.forget_codes(ctx.account.id))
+        return result
 
     def forget_codes(self, account_id: str) -> Effect:
         async def forget() -> None:
