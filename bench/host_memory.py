@@ -1,6 +1,6 @@
 """Memory of one whatsmeow engine host holding many idle clients.
 
-Starts ``python -m wagate.engines.host`` as the gateway does, opens N sessions from stored
+Starts ``python -m wagate.engines.whatsmeow.host`` as the gateway does, opens N sessions from stored
 devices (one whatsmeow sqlite store per account, as a finished pairing leaves it), and reads the
 host's resident memory from /proc at steps up to N. Nothing here can reach WhatsApp, so every
 client dials through a local proxy that accepts and never answers: each session holds its Go
@@ -27,9 +27,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from wagate.engines import frames
-from wagate.engines.host import load_neonize
-from wagate.engines.neonize_adapter import credentials_blob
+from wagate.engines.whatsmeow import frames
+from wagate.engines.whatsmeow.adapter import credentials_blob
+from wagate.engines.whatsmeow.host import load_neonize
 
 
 def silent_proxy() -> tuple[str, list[socket.socket]]:
@@ -74,7 +74,7 @@ class Host:
     def __init__(self, data_dir: Path, proxy: str) -> None:
         env = {**os.environ, "HTTPS_PROXY": proxy, "WAGATE_LOG_LEVEL": "WARNING"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wagate.engines.host", "--data-dir", str(data_dir),
+            [sys.executable, "-m", "wagate.engines.whatsmeow.host", "--data-dir", str(data_dir),
              "--connect-timeout", "86400", "--settle-grace", "0.05"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
         )  # fmt: skip

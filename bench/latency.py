@@ -83,7 +83,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gateway import Gateway, bearer, cpu_seconds, workspace_key  # noqa: E402
 
 from receiver import Receiver  # noqa: E402
-from wagate.db import async_url  # noqa: E402
+from wagate.db.database import async_url
 
 # (unix time of arrival, event id, account id, type, created_at) of one event a client saw.
 Arrival = tuple[float, int, str, str, str]

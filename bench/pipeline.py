@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gateway import Gateway, bearer, cpu_seconds, workspace_key  # noqa: E402
 
 from receiver import Receiver  # noqa: E402
-from wagate.db import Database  # noqa: E402
-from wagate.sqlite import PRAGMAS  # noqa: E402
+from wagate.db.database import Database
+from wagate.db.sqlite import PRAGMAS
 
 SENDER = "5511900000000"
 

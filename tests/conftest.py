@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from wagate.db import Database, async_url
+from wagate.db.database import Database, async_url
 
 BACKENDS = ("sqlite", "postgres", "mysql")
 

@@ -67,7 +67,7 @@ def plant_device(store: Path, jid: str = "5511999990001:7@s.whatsapp.net") -> No
     tries to connect with it, which is what restoring a session does. whatsmeow creates the
     schema itself; this only adds the row.
     """
-    from wagate.engines.host import load_neonize
+    from wagate.engines.whatsmeow.host import load_neonize
 
     store.parent.mkdir(parents=True, exist_ok=True)
     load_neonize().devices(str(store))

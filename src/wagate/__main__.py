@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from wagate.cli import main
+from wagate.cli.main import main
 
 main()

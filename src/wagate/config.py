@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from wagate.ratelimit import Rate, parse_rate
+from wagate.core.rates import Rate, parse_rate
 
 EngineName = Literal["sim", "whatsmeow"]
 AuthStoreName = Literal["db", "file", "redis"]
@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)
     # Webhook requests in flight at once (one per account at a time, in `seq` order).
     webhook_concurrency: int = Field(default=64, ge=1, le=1024)
-    # Link attempts allowed: "10/h", "5/min", "30/s", "20/15min", or "off" (wagate.ratelimit).
+    # Link attempts allowed: "10/h", "5/min", "30/s", "20/15min", or "off" (wagate.core.rates).
     link_rate_per_account: RateSetting = Rate(10, 3600)
     link_rate_per_workspace: RateSetting = Rate(100, 3600)
     log_format: LogFormat = "text"

@@ -1,8 +1,14 @@
-"""The running gateway: every resource opened in order and closed in reverse."""
+"""The composition root: every resource opened in order and closed in reverse.
+
+This is the one module that reads ``Settings`` and turns them into the values each component
+takes (durations, limits, URLs); nothing below it sees the settings, and nothing is wired onto a
+component after it is built.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes.util
 import importlib.util
 import logging
@@ -11,24 +17,26 @@ from functools import partial
 
 from rich.console import Console
 
-from wagate import collector
-from wagate.bus import Wakeup
 from wagate.config import Settings
-from wagate.crypto import Cipher, load_or_create_key
-from wagate.db import Commit, Database
-from wagate.dispatcher import Dispatcher
+from wagate.core import collector
+from wagate.core.backoff import Backoff
+from wagate.core.crypto import Cipher
+from wagate.core.tasks import BackgroundTasks
+from wagate.db.bus import Wakeup
+from wagate.db.database import Commit, Database
 from wagate.engines.base import Engine
 from wagate.engines.sim import SimEngine, SimServer
-from wagate.engines.whatsmeow import INSTALL_HINT, WhatsmeowEngine
+from wagate.engines.whatsmeow.engine import INSTALL_HINT, WhatsmeowEngine
 from wagate.errors import EngineUnavailable
-from wagate.events import CommitWatch
-from wagate.keys import KeyCache, ensure_admin_key
-from wagate.lifecycle import reopen
 from wagate.metrics import Metrics
-from wagate.sessions import SessionManager
+from wagate.services.event_log import CommitWatch
+from wagate.services.keys import KeyCache, ensure_admin_key
+from wagate.sessions import commands, restore, sweeper
+from wagate.sessions.manager import SessionManager
 from wagate.stores import open_auth_store
 from wagate.stores.base import AuthStore
-from wagate.tasks import BackgroundTasks
+from wagate.stores.keyfile import load_or_create_key
+from wagate.webhooks.dispatcher import DeliveryPolicy, Dispatcher
 
 STREAM_READS = 4
 log = logging.getLogger("wagate.gateway")
@@ -50,8 +58,22 @@ def build_engine(settings: Settings) -> Engine:
     )
 
 
+def delivery_policy(settings: Settings) -> DeliveryPolicy:
+    return DeliveryPolicy(
+        max_attempts=settings.webhook_max_attempts,
+        backoff=Backoff(
+            min=settings.webhook_retry_min_seconds, max=settings.webhook_retry_max_seconds
+        ),
+        concurrency=settings.webhook_concurrency,
+    )
+
+
 class Gateway:
-    """Database, cipher, credential store, engine and sessions, as one unit."""
+    """Database, cipher, credential store, engine, sessions and webhooks, as one unit.
+
+    ``open()`` opens them in order; if any step fails, what was already open is closed again
+    before the error propagates. ``close()`` closes them in reverse order and is idempotent.
+    """
 
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         self.settings = settings
@@ -68,7 +90,10 @@ class Gateway:
         self.db = Database(settings.database_url, on_commit=self._committed)
         # Streams learn of this process's commits from the bus, of other processes' from this.
         self.commit_watch = CommitWatch(self.db, self.bus)
+        # Set once restoration at start has finished (readiness).
+        self.restored = asyncio.Event()
         self._tasks = BackgroundTasks("gateway")
+        self._stack = contextlib.AsyncExitStack()
         self.cipher: Cipher | None = None
         self.auth: AuthStore | None = None
         self.engine: Engine | None = None
@@ -79,13 +104,29 @@ class Gateway:
         self._closed = False
 
     async def open(self) -> None:
+        """Open everything in order; a failure closes what was opened and propagates."""
+        try:
+            await self._open(self._stack)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _open(self, stack: contextlib.AsyncExitStack) -> None:
         settings = self.settings
+        stack.push_async_callback(self.db.close)
         await self.db.upgrade()
         key = settings.secret_key.get_secret_value() if settings.secret_key else None
         self.cipher = Cipher(load_or_create_key(settings.data_dir, key))
         if settings.admin_key is None:
             self.new_admin_key = await self.db.run(ensure_admin_key)
-        self.auth = open_auth_store(settings, self.db, self.cipher)
+        self.auth = open_auth_store(
+            settings.auth_store,
+            self.db,
+            self.cipher,
+            data_dir=settings.data_dir,
+            redis_url=settings.redis_url,
+        )
+        stack.push_async_callback(self.auth.close)
         self.engine = self._given_engine or build_engine(settings)
         self.sessions = SessionManager(
             self.db,
@@ -94,18 +135,35 @@ class Gateway:
             metrics=self.metrics,
             link_rates=(settings.link_rate_per_account, settings.link_rate_per_workspace),
         )
-        if isinstance(self.engine, WhatsmeowEngine):
-            # Sessions of a restarted engine host come back through restoration's own path.
-            self.engine.restorer = partial(reopen, self.sessions)
-        await self.sessions.start(
-            restore_concurrency=settings.restore_concurrency,
-            attempt_silence=settings.attempt_silence_seconds,
-            progress=Console(stderr=True).is_terminal,
+        stack.push_async_callback(self.sessions.close)
+        # Sessions the engine loses (a crashed engine host) come back through restoration's path.
+        await self.sessions.start(reopen=partial(commands.reopen, self.sessions))
+        ids = await restore.restorable(self.db)
+        self.dispatcher = Dispatcher(
+            self.db, self.cipher, delivery_policy(settings), metrics=self.metrics
         )
-        self.dispatcher = Dispatcher(self.db, self.cipher, settings, metrics=self.metrics)
+        stack.push_async_callback(self.dispatcher.close)
         await self.dispatcher.start()
+        stack.push_async_callback(self._tasks.close)
+        self._tasks.spawn(self._restore(self.sessions, ids), name="restore")
+        self._tasks.spawn(
+            sweeper.sweep_forever(self.sessions, settings.attempt_silence_seconds), name="sweeper"
+        )
         self._tasks.spawn(self.commit_watch.run(), name="commit-watch")
         log.info("gateway started", extra={"engine": self.engine.name, "db": self.db.backend})
+
+    async def _restore(self, sessions: SessionManager, ids: list[str]) -> None:
+        """Reopen every linked account read at start, in the background; then ready."""
+        try:
+            report = await restore.restore(
+                sessions,
+                ids,
+                self.settings.restore_concurrency,
+                progress=Console(stderr=True).is_terminal,
+            )
+            self.metrics.restore_seconds.set(report.seconds)
+        finally:
+            self.restored.set()
 
     @property
     def admin_key(self) -> str | None:
@@ -119,7 +177,7 @@ class Gateway:
 
     def tune_gc(self) -> None:
         """For a process that is the gateway (``wagate serve``): full garbage collections on a
-        timer instead of as the heap grows (see wagate.collector)."""
+        timer instead of as the heap grows (see wagate.core.collector)."""
         collector.tune()
         self._tasks.spawn(collector.collect_forever(), name="garbage-collection")
 
@@ -135,16 +193,11 @@ class Gateway:
         self.bus.notify()
 
     async def close(self) -> None:
+        """Close what ``open`` opened, in reverse order; idempotent."""
         if self._closed:
             return
         self.begin_shutdown()
         self._closed = True
-        await self._tasks.close()
-        if self.dispatcher is not None:
-            await self.dispatcher.close()
-        if self.sessions is not None:
-            await self.sessions.close()
-        if self.auth is not None:
-            await self.auth.close()
-        await self.db.close()
+        await self._stack.aclose()
+        await self.db.close()  # opened with the gateway itself, whether or not ``open`` ran
         log.info("gateway stopped")

@@ -26,10 +26,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wagate.db import Database, recorded
-from wagate.models import Account, Event
-from wagate.outbox import EventType
-from wagate.states import AccountStatus
+from wagate.core.event_types import EventType
+from wagate.core.states import AccountStatus
+from wagate.db.database import Database, recorded
+from wagate.db.models import Account, Event
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.apiclient import ApiClient
 from tests.receiver import Receiver
-from tests.test_webhooks import FAST, all_events, deliveries
+from tests.webhooks.test_signed import FAST, all_events, deliveries
 
 PHONE = "5511999990003"
 

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select
 
 from tests.apiclient import ApiClient
-from wagate import keys
-from wagate.accounts import Caller
-from wagate.models import ApiKey
+from wagate.core.caller import Caller
+from wagate.db.models import ApiKey
+from wagate.services import keys
 
 
 async def test_create_list_revoke(api: ApiClient) -> None:

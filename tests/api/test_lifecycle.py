@@ -22,7 +22,7 @@ async def events_of(api: ApiClient, tenant: Tenant, account_id: str) -> list[str
     """Event types recorded for the account, in seq order (read straight from the database)."""
     from sqlalchemy import select
 
-    from wagate.models import Event
+    from wagate.db.models import Event
 
     assert api.app is not None
     async with api.app.state.gateway.db.sessions() as session:

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tests.apiclient import ApiClient, Tenant
-from wagate import messaging
-from wagate.accounts import Caller
+from wagate.core.caller import Caller
 from wagate.engines.base import MessageReceived
-from wagate.sessions import SessionManager
+from wagate.sessions import sending
+from wagate.sessions.manager import SessionManager
 
 PHONE = "5511999990101"
 FRIEND = "5511988887777"
@@ -241,7 +241,7 @@ async def test_client_ref_race_between_two_processes(api: ApiClient) -> None:
             _send(api, tenant, account["id"], to=FRIEND, text="x", client_ref=ref) for _ in range(2)
         ]
         direct = [
-            messaging.send(elsewhere, caller, account["id"], FRIEND, "x", client_ref=ref)
+            sending.send(elsewhere, caller, account["id"], FRIEND, "x", client_ref=ref)
             for _ in range(2)
         ]
         answers = await asyncio.gather(*over_http, *direct)

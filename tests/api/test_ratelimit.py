@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from tests.apiclient import ApiClient, Tenant
 from wagate.config import Settings
-from wagate.ratelimit import Rate
+from wagate.core.rates import Rate
 
 
 async def _link(api: ApiClient, tenant: Tenant, account_id: str) -> object:

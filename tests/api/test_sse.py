@@ -16,12 +16,12 @@ import pytest
 from tests.apiclient import ApiClient, Tenant
 from tests.conftest import ADMIN_KEY
 from tests.serve import free_port
-from wagate.api import events as events_api
+from wagate.api import event_log as events_api
 from wagate.api.app import create_app
 from wagate.api.server import GatewayServer, server
 from wagate.config import Settings
+from wagate.core.tasks import BackgroundTasks
 from wagate.gateway import Gateway
-from wagate.tasks import BackgroundTasks
 
 PHONE = "5511999990201"
 
@@ -319,13 +319,13 @@ async def test_a_stream_is_handed_what_this_gateway_commits_without_reading_agai
     await api.cancel(tenant, account["id"])  # the account is quiet again: nothing more comes
     newest = (await polled(api, tenant, account["id"]))[-1]["id"]
     reads: list[str] = []
-    read = events_api.events.account_events
+    read = events_api.event_log.account_events
 
     async def counted(session, account_id, *args, **kwargs):  # type: ignore[no-untyped-def]
         reads.append(account_id)
         return await read(session, account_id, *args, **kwargs)
 
-    monkeypatch.setattr(events_api.events, "account_events", counted)
+    monkeypatch.setattr(events_api.event_log, "account_events", counted)
     cursor = {
         "none": ({}, {}),
         "after": ({}, {"after": newest}),

@@ -19,7 +19,7 @@ from wagate.doctor.semver import (
     pep440_intervals,
 )
 
-BLAZZ = Path(__file__).parents[3] / "shared" / "fixtures" / "blazz"
+BLAZZ = Path(__file__).parents[1] / "fixtures" / "blazz"
 
 
 def deps(*args: str) -> tuple[int, str, str]:

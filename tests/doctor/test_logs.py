@@ -19,8 +19,8 @@ from wagate.doctor.cli import app
 from wagate.doctor.logs import WagateMessage, analyze
 from wagate.doctor.report import Tally
 
-# shared/ sits beside the repository, here and in CI.
-BLAZZ_LOG = Path(__file__).parents[3] / "shared" / "fixtures" / "blazz" / "whatsapp-service.out.log"
+# A real log of the service wagate replaces, kept in the repository (tests/fixtures/README.md).
+BLAZZ_LOG = Path(__file__).parents[1] / "fixtures" / "blazz" / "whatsapp-service.out.log"
 
 
 def run(*args: str) -> tuple[int, str, str]:

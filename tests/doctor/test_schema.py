@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from typer.testing import CliRunner
 
 from tests.conftest import service_url
-from wagate.cli import app
-from wagate.db import Database, alembic_config, async_url, head_revision
+from wagate.cli.main import app
+from wagate.db.database import Database, alembic_config, async_url, head_revision
 from wagate.doctor.lint import is_status_name
 
 LARAVEL_STATUSES = "'qr_scanning', 'authenticated', 'connected', 'disconnected', 'failed'"

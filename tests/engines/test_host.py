@@ -17,11 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.apiclient import ApiClient
 from tests.whatsmeow_support import plant_device, require_neonize, silent_host
-from wagate import lifecycle
-from wagate.accounts import change_status
-from wagate.engines.neonize_adapter import credentials_blob
-from wagate.models import Account
-from wagate.states import AccountStatus as S
+from wagate.core.states import AccountStatus as S
+from wagate.db.models import Account
+from wagate.engines.whatsmeow.adapter import credentials_blob
+from wagate.services.accounts import change_status
+from wagate.sessions import commands
 
 
 async def linked_account(api: ApiClient, tenant: Any, phone: str) -> str:
@@ -75,7 +75,7 @@ async def test_sigkill_of_a_host_restores_its_sessions(  # type: ignore[no-untyp
         tenant = await api.tenant()
         sessions = [await linked_account(api, tenant, f"55119000000{n}") for n in range(4)]
         for account_id in sessions:
-            assert await lifecycle.reopen(gateway.manager(), account_id) is None
+            assert await commands.reopen(gateway.manager(), account_id) is None
         linking = (await api.account(tenant, label="linking"))["id"]
         await api.link(tenant, linking)
         before = await until(lambda: _all_placed(engine, {*sessions, linking}))

@@ -20,6 +20,7 @@ import pytest
 
 from tests.apiclient import ApiClient
 from tests.whatsmeow_support import require_neonize
+from wagate.core.states import LinkMethod
 from wagate.engines.base import (
     Banned,
     Connected,
@@ -35,10 +36,10 @@ from wagate.engines.base import (
     Outdated,
     Paired,
     QrCode,
+    Reopen,
     Replaced,
 )
-from wagate.engines.neonize_adapter import from_wire, read_credentials
-from wagate.states import LinkMethod
+from wagate.engines.whatsmeow.adapter import from_wire, read_credentials
 
 PHONE = "5511999990000"
 
@@ -50,7 +51,7 @@ class DispatchEngine:
     name = "whatsmeow-dispatch"
 
     def __init__(self, tmp_path: Any) -> None:
-        from wagate.engines.host import Host, load_neonize
+        from wagate.engines.whatsmeow.host import Host, load_neonize
 
         self.seen: list[EngineEvent] = []
         self.sink: EngineSink | None = None
@@ -69,7 +70,7 @@ class DispatchEngine:
     def client(self, account_id: str) -> Any:
         return self.host.sessions[account_id].client
 
-    async def start(self, sink: EngineSink) -> None:
+    async def start(self, sink: EngineSink, reopen: Reopen | None = None) -> None:
         self.sink = sink
         self.loop = asyncio.get_running_loop()
 

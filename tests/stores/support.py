@@ -6,8 +6,8 @@ import os
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wagate.db import Database
-from wagate.models import Account, Workspace
+from wagate.db.database import Database
+from wagate.db.models import Account, Workspace
 
 KEY = os.urandom(32)
 # Distinctive enough that finding any of it in a log line or a file means a leak.

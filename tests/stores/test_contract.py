@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.conftest import BACKENDS
 from tests.stores.support import BLOB, KEY, SECRET_PART, make_account
-from wagate.crypto import Cipher, checksum
-from wagate.db import Database
+from wagate.core.crypto import Cipher, checksum
+from wagate.db.database import Database
+from wagate.db.models import AuthState
 from wagate.errors import CredentialsCorrupt
-from wagate.models import AuthState
 from wagate.stores.base import AuthStore
 from wagate.stores.db import DbAuthStore
 from wagate.stores.file import FileAuthStore

@@ -9,10 +9,10 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.stores.support import BLOB, KEY, make_account
-from wagate.crypto import Cipher
-from wagate.db import Database
+from wagate.core.crypto import Cipher
+from wagate.db.database import Database
+from wagate.db.models import Account, AuthState
 from wagate.errors import NotFound
-from wagate.models import Account, AuthState
 from wagate.stores.db import DbAuthStore
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.stores.support import BLOB, KEY, SECRET_PART
-from wagate.crypto import Cipher, checksum
+from wagate.core.crypto import Cipher, checksum
 from wagate.errors import CredentialsCorrupt, InvalidInput, StoreUnavailable
 from wagate.stores.file import FileAuthStore
 

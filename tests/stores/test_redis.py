@@ -10,7 +10,7 @@ import pytest
 from redis import asyncio as aioredis
 
 from tests.stores.support import BLOB, KEY
-from wagate.crypto import Cipher, checksum
+from wagate.core.crypto import Cipher, checksum
 from wagate.errors import ConfigError, CredentialsCorrupt, StoreUnavailable
 from wagate.stores.redis import RedisAuthStore
 

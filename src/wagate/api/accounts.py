@@ -5,10 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from wagate import lifecycle, qr
-from wagate.accounts import get_account, get_workspace, list_accounts
 from wagate.api.deps import CallerDep, GatewayDep, ManagerDep, SessionDep
 from wagate.api.schemas import (
     AccountCreate,
@@ -18,10 +15,13 @@ from wagate.api.schemas import (
     LinkRequest,
     QrOut,
 )
+from wagate.core import qr
+from wagate.core.states import AccountStatus, LinkMethod
 from wagate.errors import InvalidInput, NotFound
-from wagate.linking import list_attempts
-from wagate.models import Account
-from wagate.states import AccountStatus, LinkMethod
+from wagate.services import accounts as account_service
+from wagate.services.accounts import get_account, list_accounts
+from wagate.services.linking import list_attempts
+from wagate.sessions import commands, linking
 
 ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorBody, "description": "Missing, unknown or revoked key"},
@@ -43,14 +43,10 @@ async def create_account(body: AccountCreate, caller: CallerDep, gateway: Gatewa
     workspace_id = body.workspace_id or caller.workspace_id
     assert workspace_id is not None
 
-    async def work(session: AsyncSession) -> Account:
-        workspace = await get_workspace(session, caller, workspace_id)
-        account = Account(workspace_id=workspace.id, label=body.label)
-        session.add(account)
-        await session.flush()
-        return account
-
-    return AccountOut.of(await gateway.db.run(work))
+    account = await gateway.db.run(
+        lambda session: account_service.create_account(session, caller, workspace_id, body.label)
+    )
+    return AccountOut.of(account)
 
 
 @router.get("", response_model=list[AccountOut])
@@ -86,16 +82,16 @@ async def link(
 ) -> AttemptOut:
     """Start linking, or return the attempt already open (idempotent). For method ``code`` the
     answer waits up to 2 s for the engine's pairing code, so it carries ``pair_code``."""
-    attempt = await manager.link(caller, account_id, LinkMethod(body.method), body.phone)
+    attempt = await linking.link(manager, caller, account_id, LinkMethod(body.method), body.phone)
     if attempt.method == LinkMethod.CODE.value:
-        await manager.wait_pair_code(account_id, attempt.id, PAIR_CODE_WAIT)
+        await linking.wait_pair_code(manager, account_id, attempt.id, PAIR_CODE_WAIT)
     return AttemptOut.of(attempt, manager.live(account_id))
 
 
 @router.delete("/{account_id}/link", response_model=AttemptOut)
 async def cancel_link(account_id: str, caller: CallerDep, manager: ManagerDep) -> AttemptOut:
     """Cancel the open attempt."""
-    return AttemptOut.of(await manager.cancel_link(caller, account_id))
+    return AttemptOut.of(await linking.cancel_link(manager, caller, account_id))
 
 
 @router.get(
@@ -154,7 +150,7 @@ async def attempts(
 )
 async def logout(account_id: str, caller: CallerDep, manager: ManagerDep) -> AccountOut:
     """Unlink: revoke the session with the server and delete its credentials."""
-    return AccountOut.of(await lifecycle.logout(manager, caller, account_id))
+    return AccountOut.of(await commands.logout(manager, caller, account_id))
 
 
 @router.post(
@@ -164,7 +160,7 @@ async def logout(account_id: str, caller: CallerDep, manager: ManagerDep) -> Acc
 )
 async def stop(account_id: str, caller: CallerDep, manager: ManagerDep) -> AccountOut:
     """Park the session, keeping its credentials (idempotent)."""
-    return AccountOut.of(await lifecycle.stop(manager, caller, account_id))
+    return AccountOut.of(await commands.stop(manager, caller, account_id))
 
 
 @router.post(
@@ -174,12 +170,12 @@ async def stop(account_id: str, caller: CallerDep, manager: ManagerDep) -> Accou
 )
 async def start(account_id: str, caller: CallerDep, manager: ManagerDep) -> AccountOut:
     """Resume a stopped session from its credentials (idempotent)."""
-    return AccountOut.of(await lifecycle.start(manager, caller, account_id))
+    return AccountOut.of(await commands.start(manager, caller, account_id))
 
 
 @router.delete("/{account_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_account(account_id: str, caller: CallerDep, manager: ManagerDep) -> Response:
     """Log out if linked, delete the credentials, remove the account."""
     manager.check_accepting()
-    await lifecycle.delete(manager, caller, account_id)
+    await commands.delete(manager, caller, account_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -13,7 +13,7 @@ from wagate.api import (
     accounts,
     deliveries,
     errors,
-    events,
+    event_log,
     funnel,
     health,
     keys,
@@ -49,12 +49,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.open()
-        if tune_gc:
-            runtime.tune_gc()
-        if on_started is not None:
-            on_started(runtime)
         try:
+            await runtime.open()
+            if tune_gc:
+                runtime.tune_gc()
+            if on_started is not None:
+                on_started(runtime)
             yield
         finally:
             await runtime.close()
@@ -68,7 +68,7 @@ def create_app(
     app.state.gateway = runtime
     errors.install(app)
     app.add_middleware(BodyLimit)
-    for module in (workspaces, accounts, events, deliveries, funnel, sim, health, metrics):
+    for module in (workspaces, accounts, event_log, deliveries, funnel, sim, health, metrics):
         app.include_router(module.router, responses=VALIDATION)
     for module in (keys, messages):
         app.include_router(module.router, responses=VALIDATION)

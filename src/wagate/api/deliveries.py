@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, JsonValue
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wagate import deliveries
 from wagate.api.deps import CallerDep, GatewayDep, SessionDep
 from wagate.api.schemas import MAX_EVENT_ID, ErrorBody, example
-from wagate.models import WebhookDelivery
+from wagate.core.statuses import DeliveryStatus
+from wagate.db.models import WebhookDelivery
+from wagate.webhooks import queue
 
 router = APIRouter(
     prefix="/v1/webhook-deliveries",
@@ -22,8 +23,6 @@ router = APIRouter(
         422: {"model": ErrorBody, "description": "Invalid input"},
     },
 )
-
-DeliveryStatus = Literal["pending", "delivered", "dead"]
 
 
 _DELIVERY: dict[str, JsonValue] = {
@@ -100,7 +99,7 @@ async def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> DeliveryPage:
     """Deliveries in event order: a workspace key sees its own, the admin key all."""
-    rows = await deliveries.page(session, caller, status=status, after=after, limit=limit)
+    rows = await queue.page(session, caller, status=status, after=after, limit=limit)
     return DeliveryPage(
         deliveries=[DeliveryOut.of(d, t) for d, t in rows],
         next_after=rows[-1][0].event_id if rows else after,
@@ -119,7 +118,7 @@ async def retry_delivery(delivery_id: str, caller: CallerDep, gateway: GatewayDe
     """A dead or pending delivery becomes due now, its attempts reset (a replay)."""
 
     async def work(session: AsyncSession) -> DeliveryOut:
-        delivery, event_type = await deliveries.retry(session, caller, delivery_id)
+        delivery, event_type = await queue.retry(session, caller, delivery_id)
         return DeliveryOut.of(delivery, event_type)
 
     return await gateway.db.run(work)

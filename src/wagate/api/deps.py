@@ -9,11 +9,11 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wagate.accounts import Caller
+from wagate.core.caller import Caller
 from wagate.errors import AdminRequired, Unauthorized
 from wagate.gateway import Gateway
-from wagate.keys import authenticate, hash_key
-from wagate.sessions import SessionManager
+from wagate.services.keys import authenticate, hash_key
+from wagate.sessions.manager import SessionManager
 
 _bearer = HTTPBearer(auto_error=False, description="A workspace key or the admin key.")
 

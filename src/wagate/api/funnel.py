@@ -7,10 +7,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from wagate import funnel
 from wagate.api.deps import CallerDep, SessionDep
 from wagate.api.schemas import ErrorBody
 from wagate.errors import InvalidInput
+from wagate.services import funnel
 
 router = APIRouter(
     tags=["funnel"],

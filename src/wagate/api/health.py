@@ -22,7 +22,7 @@ async def readyz(gateway: GatewayDep) -> JSONResponse:
     """The database answers, the engine takes commands, and restoration has finished."""
     database = await gateway.db.ping()
     engine = gateway.engine is not None and gateway.engine.healthy()
-    restored = gateway.sessions is not None and gateway.sessions.restored.is_set()
+    restored = gateway.restored.is_set()
     ready = database and engine and restored
     body = {
         "status": "ok" if ready else "unavailable",

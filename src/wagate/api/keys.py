@@ -3,7 +3,7 @@
 A key is shown once, when it is created; the database keeps only its SHA-256 hash and a short
 prefix to recognise it by. A revoked key is refused from the next request on; a gateway process
 that shares the database with the one that revoked it refuses it within 2 s (it keeps the keys
-of recent requests that long, see ``wagate.keys.KeyCache``).
+of recent requests that long, see ``wagate.services.keys.KeyCache``).
 """
 
 from __future__ import annotations
@@ -12,15 +12,14 @@ from datetime import datetime
 
 from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wagate.accounts import Caller, get_workspace
 from wagate.api.deps import AdminDep, GatewayDep, SessionDep
 from wagate.api.schemas import ErrorBody
-from wagate.errors import NotFound
-from wagate.keys import add_key
-from wagate.models import ApiKey, utcnow
+from wagate.db.models import ApiKey
+from wagate.services import keys
+from wagate.services.keys import add_key
+from wagate.services.workspaces import get_workspace
 
 _EXAMPLE: dict[str, JsonValue] = {
     "id": "5b0e9c1d-2f3a-4b5c-8d6e-7f8091a2b3c4",
@@ -92,12 +91,7 @@ async def create_key(workspace_id: str, admin: AdminDep, gateway: GatewayDep) ->
 async def list_keys(workspace_id: str, admin: AdminDep, session: SessionDep) -> list[KeyOut]:
     """The workspace's keys, revoked ones included, oldest first."""
     await get_workspace(session, admin, workspace_id)
-    query = (
-        select(ApiKey)
-        .where(ApiKey.workspace_id == workspace_id)
-        .order_by(ApiKey.created_at, ApiKey.id)
-    )
-    return [KeyOut.of(row) for row in (await session.execute(query)).scalars()]
+    return [KeyOut.of(row) for row in await keys.list_keys(session, workspace_id)]
 
 
 @router.delete("/{key_id}", response_model=KeyOut)
@@ -108,20 +102,9 @@ async def revoke_key(
     sharing the database, within 2 s). Revoking twice keeps the first revocation time."""
 
     async def work(session: AsyncSession) -> ApiKey:
-        row = await _key(session, admin, workspace_id, key_id)
-        row.revoked_at = row.revoked_at or utcnow()
-        await session.flush()
-        return row
+        await get_workspace(session, admin, workspace_id)
+        return await keys.revoke_key(session, workspace_id, key_id)
 
     revoked = await gateway.db.run(work)
     gateway.keys.forget(revoked.id)
     return KeyOut.of(revoked)
-
-
-async def _key(session: AsyncSession, admin: Caller, workspace_id: str, key_id: str) -> ApiKey:
-    await get_workspace(session, admin, workspace_id)
-    query = select(ApiKey).where(ApiKey.id == key_id, ApiKey.workspace_id == workspace_id)
-    row = (await session.execute(query.with_for_update())).scalar_one_or_none()
-    if row is None:
-        raise NotFound("key not found", key_id=key_id)
-    return row

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from wagate import messaging
 from wagate.api.deps import CallerDep, ManagerDep, SessionDep
 from wagate.api.schemas import NO_NUL, ErrorBody, MessageText
-from wagate.models import Message
+from wagate.core.statuses import MessageDirection, MessageStatus
+from wagate.db.models import Message
+from wagate.services import messages
+from wagate.sessions import sending
 
 Recipient = Annotated[
     str,
@@ -70,11 +72,11 @@ class MessageOut(BaseModel):
 
     id: str
     account_id: str
-    direction: Literal["in", "out"]
+    direction: MessageDirection
     chat: str = Field(description="The recipient (sent) or the chat it came from (received).")
     wa_id: str | None = Field(description="WhatsApp's id, once the engine has taken it.")
     text: str
-    status: Literal["queued", "sent", "delivered", "read", "failed", "received"]
+    status: MessageStatus
     client_ref: str | None
     created_at: datetime
     updated_at: datetime
@@ -113,7 +115,7 @@ async def send_message(
     """Send a text. The answer is the queued message; its status then moves to ``sent``,
     ``delivered`` and ``read`` (``message.status`` events). A ``client_ref`` seen before
     returns that message instead of sending again."""
-    message = await messaging.send(
+    message = await sending.send(
         manager, caller, account_id, body.to, body.text, client_ref=body.client_ref
     )
     return MessageOut.of(message)
@@ -124,4 +126,4 @@ async def read_message(
     account_id: str, message_id: str, caller: CallerDep, session: SessionDep
 ) -> MessageOut:
     """A sent or received message and its current status."""
-    return MessageOut.of(await messaging.get_message(session, caller, account_id, message_id))
+    return MessageOut.of(await messages.get_message(session, caller, account_id, message_id))

@@ -17,8 +17,9 @@ from pydantic import (
     model_validator,
 )
 
-from wagate.engine_events import Live
-from wagate.models import Account, LinkAttempt, Workspace
+from wagate.core.statuses import LinkPolicy, WebhookFormat
+from wagate.db.models import Account, LinkAttempt, Workspace
+from wagate.sessions.context import Live
 
 Phone = Annotated[
     str,
@@ -134,8 +135,8 @@ class WorkspaceUpdate(Strict):
     model_config = example({"webhook_format": "wagate", "link_policy": "replace"})
 
     webhook_url: WebhookUrl | None = Field(default=None, examples=["https://crm.example/hooks"])
-    webhook_format: Literal["wagate", "blazz"] | None = None
-    link_policy: Literal["replace", "reject"] | None = None
+    webhook_format: WebhookFormat | None = None
+    link_policy: LinkPolicy | None = None
 
     @model_validator(mode="after")
     def _only_url_may_be_null(self) -> WorkspaceUpdate:

@@ -7,9 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from fastapi import APIRouter
-from sqlalchemy import select
 
-from wagate.accounts import Caller
 from wagate.api.deps import CallerDep, GatewayDep
 from wagate.api.schemas import (
     DevicesOut,
@@ -21,10 +19,11 @@ from wagate.api.schemas import (
     ScanRequest,
     SimMessageRequest,
 )
+from wagate.core.caller import Caller
 from wagate.engines.sim import SimEngine
 from wagate.errors import NotFound
 from wagate.gateway import Gateway
-from wagate.models import Account
+from wagate.services.accounts import account_ids
 
 router = APIRouter(
     prefix="/v1/sim",
@@ -48,9 +47,9 @@ async def _reachable(gateway: Gateway, caller: Caller) -> set[str] | None:
     its own workspace's devices (the admin key, all), so no tenant can disturb another."""
     if caller.is_admin:
         return None
-    query = select(Account.id).where(Account.workspace_id == caller.workspace_id)
+    assert caller.workspace_id is not None
     async with gateway.db.read_sessions() as session:
-        return set((await session.execute(query)).scalars())
+        return await account_ids(session, caller.workspace_id)
 
 
 @router.post("/scan", response_model=ScanOut)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, status
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from wagate.accounts import get_workspace
 from wagate.api.deps import AdminDep, CallerDep, GatewayDep, SessionDep
 from wagate.api.schemas import (
     ErrorBody,
@@ -14,8 +12,8 @@ from wagate.api.schemas import (
     WorkspaceOut,
     WorkspaceUpdate,
 )
-from wagate.keys import add_key
-from wagate.models import Workspace
+from wagate.services import workspaces
+from wagate.services.workspaces import get_workspace
 
 router = APIRouter(
     prefix="/v1/workspaces",
@@ -41,20 +39,10 @@ async def create_workspace(
     cipher = gateway.cipher
     assert cipher is not None
 
-    async def work(session: AsyncSession) -> tuple[Workspace, str]:
-        workspace = Workspace(
-            name=body.name,
-            webhook_url=str(body.webhook_url) if body.webhook_url else None,
-            webhook_secret="",
-        )
-        session.add(workspace)
-        await session.flush()
-        workspace.webhook_secret = cipher.encrypt_text(secret, context=f"webhook:{workspace.id}")
-        _, key = add_key(session, workspace.id)
-        await session.flush()
-        return workspace, key
-
-    workspace, key = await gateway.db.run(work)
+    url = str(body.webhook_url) if body.webhook_url else None
+    workspace, key = await gateway.db.run(
+        lambda session: workspaces.create_workspace(session, cipher, body.name, url, secret)
+    )
     out = WorkspaceOut.of(workspace)
     return WorkspaceCreated(**out.model_dump(), api_key=key, webhook_secret=secret)
 
@@ -81,11 +69,7 @@ async def update_workspace(
     if "webhook_url" in changes and body.webhook_url is not None:
         changes["webhook_url"] = str(body.webhook_url)
 
-    async def work(session: AsyncSession) -> Workspace:
-        workspace = await get_workspace(session, caller, workspace_id)
-        for name, value in changes.items():
-            setattr(workspace, name, value)
-        await session.flush()
-        return workspace
-
-    return WorkspaceOut.of(await gateway.db.run(work))
+    workspace = await gateway.db.run(
+        lambda session: workspaces.update_workspace(session, caller, workspace_id, changes)
+    )
+    return WorkspaceOut.of(workspace)

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from wagate.doctor import DoctorError
-from wagate.doctor.events import Event, Kind, from_entry
 from wagate.doctor.lines import Entry, Format, LineKind, Other, read
+from wagate.doctor.observations import Kind, Observation, from_entry
 from wagate.doctor.report import Block, Ref, Tally, ref
 from wagate.logs import WagateMessage
 
@@ -60,7 +60,7 @@ class Attempt:
     def mark(self, stage: str, where: Ref, ts: datetime | None) -> None:
         self.stages.setdefault(stage, (where, ts))  # the first time counts
 
-    def apply(self, event: Event, where: Ref) -> None:
+    def apply(self, event: Observation, where: Ref) -> None:
         kind = event.kind
         if kind is Kind.QR:
             self.qr += 1
@@ -173,7 +173,7 @@ class Analyzer:
         else:
             self._winston(event, where)
 
-    def _winston(self, event: Event, where: Ref) -> None:
+    def _winston(self, event: Observation, where: Ref) -> None:
         key = event.key
         if event.kind in (Kind.CREATED, Kind.RESTORED):
             if key is None:
@@ -190,7 +190,7 @@ class Analyzer:
         elif event.kind is not Kind.ERROR:
             self.tally.unknown["events"] += 1
 
-    def _wagate(self, event: Event, where: Ref) -> None:
+    def _wagate(self, event: Observation, where: Ref) -> None:
         key = event.key
         if event.kind is Kind.READY:  # "session connected" names the account, not the attempt
             attempt_id = self.accounts.get(key) if key is not None else None

@@ -2,7 +2,7 @@
 
 Both sides are brought to one comparable shape per table (``TableShape``): columns by type family
 and nullability, the primary key, unique keys, plain indexes, foreign keys and check constraints,
-keyed by name. The expected side is ``wagate.models.Base.metadata`` as the connected backend
+keyed by name. The expected side is ``wagate.db.models.Base.metadata`` as the connected backend
 stores it (a test upgrades a fresh database on every backend and finds no difference, which is
 what makes the metadata a faithful stand-in for the migrations' head).
 

@@ -26,11 +26,11 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SAWarning, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from wagate.db import alembic_config, async_url
+from wagate.db.database import alembic_config, async_url
+from wagate.db.models import Base
 from wagate.doctor import DoctorError
 from wagate.doctor.lint import lint_schema
 from wagate.doctor.schema import VERSION_TABLE, Finding, diff_schema, expected_shape
-from wagate.models import Base
 
 CONNECT_TIMEOUT = 10  # seconds; a silent host must not hang the command
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from wagate.states import LinkMethod
+from wagate.core.states import LinkMethod
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +150,10 @@ EngineEvent = (
 # Engines report through this: (account id, event). It must not block; the SessionManager queues
 # the event and applies it in order for that account.
 EngineSink = Callable[[str, EngineEvent], None]
+# How an engine has a session it lost (a crashed host) reopened: wagate's restoration path for
+# that account id, which reads the credentials from the store again and leaves a stopped account
+# stopped. Returns None when the session was handed to the engine, else the reason it was not.
+Reopen = Callable[[str], Awaitable[str | None]]
 
 
 class Engine(Protocol):
@@ -161,8 +165,9 @@ class Engine(Protocol):
 
     name: str
 
-    async def start(self, sink: EngineSink) -> None:
-        """Begin reporting events to ``sink``."""
+    async def start(self, sink: EngineSink, reopen: Reopen | None = None) -> None:
+        """Begin reporting events to ``sink``; ``reopen`` reopens a session the engine lost
+        (an engine that never loses one may ignore it)."""
 
     async def close(self) -> None:
         """Stop every session, keeping credentials; idempotent."""

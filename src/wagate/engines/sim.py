@@ -19,7 +19,9 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from wagate.backoff import Backoff
+from wagate.core.backoff import Backoff
+from wagate.core.states import LinkMethod
+from wagate.core.tasks import BackgroundTasks
 from wagate.engines.base import (
     Connected,
     ConnectFailed,
@@ -35,10 +37,9 @@ from wagate.engines.base import (
     Paired,
     PairFailed,
     QrCode,
+    Reopen,
 )
 from wagate.errors import EngineUnavailable
-from wagate.states import LinkMethod
-from wagate.tasks import BackgroundTasks
 
 log = logging.getLogger("wagate.engines.sim")
 
@@ -226,7 +227,8 @@ class SimEngine:
         self._sessions: dict[str, _Session] = {}
         self._tasks = BackgroundTasks("sim")
 
-    async def start(self, sink: EngineSink) -> None:
+    async def start(self, sink: EngineSink, reopen: Reopen | None = None) -> None:
+        # The simulated server never loses a session: its own reconnects keep the credentials.
         self._sink = sink
 
     async def close(self) -> None:

@@ -8,7 +8,7 @@ from typing import Protocol
 class AuthStore(Protocol):
     """Encrypted, checksummed engine credentials, one opaque blob per account.
 
-    Implementations encrypt with ``wagate.crypto.Cipher`` bound to the account id, so a blob
+    Implementations encrypt with ``wagate.core.crypto.Cipher`` bound to the account id, so a blob
     copied onto another account fails to open. ``load`` raises ``CredentialsCorrupt`` for a blob
     that fails its checksum or decryption; it never returns damaged bytes.
     """

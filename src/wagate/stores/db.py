@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wagate.crypto import Cipher
-from wagate.db import Database
+from wagate.core.crypto import Cipher
+from wagate.db.database import Database
+from wagate.db.models import Account, AuthState, utcnow
 from wagate.errors import NotFound
-from wagate.models import Account, AuthState, utcnow
 from wagate.stores.sealed import Sealed, seal, unseal
 
 

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from wagate.crypto import Cipher
+from wagate.core.crypto import Cipher
 from wagate.errors import CredentialsCorrupt, InvalidInput, StoreUnavailable
 from wagate.stores.sealed import Sealed, seal, unseal
 

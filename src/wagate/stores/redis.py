@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from wagate.crypto import Cipher
+from wagate.core.crypto import Cipher
 from wagate.errors import ConfigError, CredentialsCorrupt, StoreUnavailable
 from wagate.stores.sealed import Sealed, seal, unseal
 

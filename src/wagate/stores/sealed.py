@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-from wagate.crypto import Cipher, checksum
+from wagate.core.crypto import Cipher, checksum
 from wagate.errors import CredentialsCorrupt
 
 

@@ -1,0 +1,1 @@
+"""Persistence: the database and its transactions, the tables, the outbox, the migrations."""

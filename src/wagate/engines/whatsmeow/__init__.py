@@ -1,0 +1,1 @@
+"""The real engine: whatsmeow through neonize, in engine-host subprocesses."""

@@ -1,0 +1,1 @@
+"""Webhook delivery: the requests (formats and signatures), the delivery queue, the dispatcher."""
