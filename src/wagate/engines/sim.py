@@ -254,6 +254,8 @@ class SimEngine:
         return session
 
     async def link(self, account_id: str, method: LinkMethod, phone: str | None) -> None:
+        if self._sink is None:
+            raise EngineUnavailable("the simulator is not running")
         self._replace_task(account_id, "link", self._run_link(account_id, method, phone))
 
     async def cancel_link(self, account_id: str) -> None:

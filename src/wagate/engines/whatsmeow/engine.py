@@ -306,11 +306,20 @@ class WhatsmeowEngine:
         await self._release(account_id, "cancel_link")
 
     async def connect(self, account_id: str, credentials: bytes) -> None:
+        try:
+            text = credentials.decode()
+        except UnicodeDecodeError as exc:
+            raise EngineUnavailable("the credentials are not this engine's") from exc
         host = self._place(account_id)
         host.accounts[account_id] = "session"
         self._blobs[account_id] = credentials
-        frame = {"op": "connect", "account": account_id, "credentials": credentials.decode()}
-        await self._call(host, frame)
+        try:
+            await self._call(host, {"op": "connect", "account": account_id, "credentials": text})
+        except EngineUnavailable:
+            # Refused: the host runs no session for it, so nothing is kept to reopen later.
+            host.accounts.pop(account_id, None)
+            self._blobs.pop(account_id, None)
+            raise
 
     async def disconnect(self, account_id: str) -> None:
         await self._release(account_id, "disconnect")
