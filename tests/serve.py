@@ -83,6 +83,15 @@ class Server:
         self.process.wait(30)
         return time.monotonic() - started
 
+    def pause(self) -> None:
+        """SIGSTOP: the process stands still (a long GC pause, a frozen VM) until ``resume``."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()

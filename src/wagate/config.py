@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -15,6 +17,11 @@ AuthStoreName = Literal["db", "file", "redis"]
 LogFormat = Literal["text", "json"]
 # Parsed from text such as "10/h"; NoDecode keeps pydantic-settings from reading it as JSON.
 RateSetting = Annotated[Rate, NoDecode, BeforeValidator(parse_rate)]
+
+
+def default_node_name() -> str:
+    """``<hostname>-<pid>``: unique per process on a machine, readable in ``cluster status``."""
+    return f"{socket.gethostname()}-{os.getpid()}"[:100]
 
 
 class Settings(BaseSettings):
@@ -51,8 +58,12 @@ class Settings(BaseSettings):
     engine_connect_timeout: float = Field(default=30.0, gt=0)
     # Attempts whose engine session has been silent this long are closed by the sweeper.
     attempt_silence_seconds: float = Field(default=300.0, gt=0)
+    # This process's name in the cluster (DESIGN §13): unique among the nodes of one database.
+    node_name: str = Field(default_factory=default_node_name, min_length=1, max_length=100)
+    # Session lease time-to-live; renewed every third of it.
+    lease_seconds: float = Field(default=15.0, ge=1.0, le=3600.0)
 
-    @field_validator("admin_key", "secret_key", "redis_url", mode="before")
+    @field_validator("admin_key", "secret_key", "redis_url", "node_name", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # An empty variable (WAGATE_ADMIN_KEY=) means "not set", never an empty secret.

@@ -20,6 +20,7 @@ from rich.console import Console
 from wagate.config import Settings
 from wagate.core import collector
 from wagate.core.backoff import Backoff
+from wagate.core.cluster import LeaseTerms
 from wagate.core.crypto import Cipher
 from wagate.core.tasks import BackgroundTasks
 from wagate.db.bus import Wakeup
@@ -33,6 +34,7 @@ from wagate.services.event_log import CommitWatch
 from wagate.services.keys import KeyCache, ensure_admin_key
 from wagate.sessions import commands, restore, sweeper
 from wagate.sessions.manager import SessionManager
+from wagate.sessions.node import Node
 from wagate.stores import open_auth_store
 from wagate.stores.base import AuthStore
 from wagate.stores.keyfile import load_or_create_key
@@ -99,6 +101,7 @@ class Gateway:
         self.engine: Engine | None = None
         self.sessions: SessionManager | None = None
         self.dispatcher: Dispatcher | None = None
+        self.node: Node | None = None
         # Set when this start created the admin key: shown once, never logged.
         self.new_admin_key: str | None = None
         self._closed = False
@@ -134,16 +137,28 @@ class Gateway:
             self.auth,
             metrics=self.metrics,
             link_rates=(settings.link_rate_per_account, settings.link_rate_per_workspace),
+            node=settings.node_name,
+            terms=LeaseTerms(settings.lease_seconds),
         )
+        node = self.node = Node(
+            self.sessions,
+            key_fingerprint=self.cipher.fingerprint,
+            reopen_concurrency=settings.restore_concurrency,
+        )
+        # Closed in reverse: the node leaves (its leases released) once its sessions are closed.
+        stack.push_async_callback(node.leave)
         stack.push_async_callback(self.sessions.close)
+        await node.join()
         # Sessions the engine loses (a crashed engine host) come back through restoration's path.
         await self.sessions.start(reopen=partial(commands.reopen, self.sessions))
-        ids = await restore.restorable(self.db)
+        ids = await restore.restorable(self.sessions)
         self.dispatcher = Dispatcher(
             self.db, self.cipher, delivery_policy(settings), metrics=self.metrics
         )
         stack.push_async_callback(self.dispatcher.close)
         await self.dispatcher.start()
+        stack.push_async_callback(node.stop)
+        node.start()
         stack.push_async_callback(self._tasks.close)
         self._tasks.spawn(self._restore(self.sessions, ids), name="restore")
         self._tasks.spawn(

@@ -15,6 +15,10 @@ in one process and must not share counters. Where the numbers come from:
   dispatcher calls ``metrics.observe_delivery(result, seconds)`` once per delivery attempt, with
   ``result`` one of ``delivered``, ``failed`` (will be retried) or ``dead``.
 - ``wagate_sse_streams``: Server-Sent Events streams open now.
+- ``wagate_node_sessions{node}``: leases each node holds, read from the database at scrape time.
+- ``wagate_lease_takeovers_total{reason}``: leases this node took from a node that let them go
+  (``handoff``) or went silent (``failover``); ``wagate_lease_lost_total``: leases this node found
+  taken or gone while it still served the session (it closed the session then).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from wagate.core.event_types import EventType
 from wagate.core.states import AccountStatus
 from wagate.db.database import Database, recorded
-from wagate.db.models import Account, Event
+from wagate.db.models import Account, Event, Lease, Node
 
 T = TypeVar("T")
 
@@ -79,6 +83,23 @@ class Metrics:
         self.sse_streams = Gauge(
             "wagate_sse_streams", "Server-Sent Events streams open now.", registry=r
         )
+        self.node_sessions = Gauge(
+            "wagate_node_sessions",
+            "Leases (sessions and open attempts) each node holds (read at scrape time).",
+            ["node"],
+            registry=r,
+        )
+        self.lease_takeovers = Counter(
+            "wagate_lease_takeovers",
+            "Leases this node took over, by reason (handoff, failover).",
+            ["reason"],
+            registry=r,
+        )
+        self.lease_lost = Counter(
+            "wagate_lease_lost",
+            "Leases this node lost while it still served their session.",
+            registry=r,
+        )
 
     def observe_delivery(self, result: str, seconds: float) -> None:
         """One webhook delivery attempt: ``delivered``, ``failed`` (retried later) or ``dead``."""
@@ -108,6 +129,13 @@ class Metrics:
             self.accounts.labels(status=status.value).set(counts.pop(status.value, 0))
         for other, n in counts.items():  # a status this version does not know still shows
             self.accounts.labels(status=other).set(n)
+        query = (
+            select(Node.name, func.count(Lease.account_id))
+            .outerjoin(Lease, Lease.node == Node.name)
+            .group_by(Node.name)
+        )
+        for node, n in (await session.execute(query)).all():
+            self.node_sessions.labels(node=node).set(n)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -35,6 +35,7 @@ ADMIN_ONLY = {
     ("POST", "/v1/workspaces/{workspace_id}/keys"),
     ("GET", "/v1/workspaces/{workspace_id}/keys"),
     ("DELETE", "/v1/workspaces/{workspace_id}/keys/{key_id}"),
+    ("GET", "/v1/cluster"),
 }
 OWN_LISTS = {
     ("GET", "/v1/accounts"),

@@ -213,6 +213,8 @@ async def test_older_revision_is_reported(database_url: str) -> None:
     assert kinds(data) == {
         ("missing_table", "messages", "messages"),
         ("missing_table", "webhook_deliveries", "webhook_deliveries"),
+        ("missing_table", "nodes", "nodes"),
+        ("missing_table", "leases", "leases"),
         ("revision_behind", "alembic_version", "0001"),
     }
     assert data["revision"] == "0001"

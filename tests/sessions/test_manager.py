@@ -15,6 +15,7 @@ from wagate.core.crypto import Cipher
 from wagate.db.database import Database
 from wagate.engines import base as ev
 from wagate.sessions import handlers
+from wagate.sessions.context import Ctx
 from wagate.sessions.manager import SessionManager
 from wagate.stores.db import DbAuthStore
 
@@ -42,9 +43,21 @@ def test_every_engine_event_type_has_a_handler(tmp_path: Path) -> None:
         assert hints["event"] is event_type, (event_type, handler.__name__)
 
 
-async def test_credentials_updated_reaches_the_store(database: Database) -> None:
+async def test_credentials_updated_reaches_the_store_only_from_the_lease_holder(
+    database: Database,
+) -> None:
+    """A node that does not serve the account (its lease is another's, or nobody's) must not
+    overwrite the credentials its owner keeps."""
     store = DbAuthStore(database, Cipher(KEY))
     account_id = await make_account(database)
-    manager = SessionManager(database, NullEngine(), store)
+    manager = SessionManager(database, NullEngine(), store, node="a")
+    await manager.apply(account_id, ev.CredentialsUpdated(b"stale"))
+    assert await store.load(account_id) is None
+
+    async def claim(ctx: Ctx) -> bool:
+        return await ctx.claim()
+
+    assert await manager.transact(account_id, claim, fence=False)
+    assert manager.held == {account_id: 1}
     await manager.apply(account_id, ev.CredentialsUpdated(b"creds"))
     assert await store.load(account_id) == b"creds"

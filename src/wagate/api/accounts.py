@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from wagate.api.deps import CallerDep, GatewayDep, ManagerDep, SessionDep
 from wagate.api.schemas import (
@@ -17,11 +18,16 @@ from wagate.api.schemas import (
 )
 from wagate.core import qr
 from wagate.core.states import AccountStatus, LinkMethod
+from wagate.db.models import Account, utcnow
+from wagate.engines.base import PairCode, QrCode
 from wagate.errors import InvalidInput, NotFound
 from wagate.services import accounts as account_service
+from wagate.services import cluster
 from wagate.services.accounts import get_account, list_accounts
-from wagate.services.linking import list_attempts
+from wagate.services.linking import list_attempts, shown_code
 from wagate.sessions import commands, linking
+from wagate.sessions.context import Live
+from wagate.sessions.manager import SessionManager
 
 ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorBody, "description": "Missing, unknown or revoked key"},
@@ -46,7 +52,27 @@ async def create_account(body: AccountCreate, caller: CallerDep, gateway: Gatewa
     account = await gateway.db.run(
         lambda session: account_service.create_account(session, caller, workspace_id, body.label)
     )
-    return AccountOut.of(account)
+    return AccountOut.of(account, None)
+
+
+async def _live(session: AsyncSession, manager: SessionManager, account_id: str) -> Live | None:
+    """The code the account's open attempt shows: this node's own when it runs the attempt,
+    else the newest one its events recorded (the attempt runs on another node)."""
+    live = manager.live(account_id)
+    if live is not None:
+        return live
+    shown = await shown_code(session, account_id, utcnow())
+    if shown is None:
+        return None
+    if shown.method == LinkMethod.QR:
+        return Live(shown.attempt_id, qr=QrCode(shown.code, shown.index, shown.expires_at))
+    return Live(shown.attempt_id, pair_code=PairCode(shown.code, shown.expires_at))
+
+
+async def _out(session: AsyncSession, accounts: list[Account]) -> list[AccountOut]:
+    """Accounts as the API shows them, each with the node that serves it."""
+    nodes = await cluster.owners(session, [a.id for a in accounts])
+    return [AccountOut.of(a, nodes.get(a.id)) for a in accounts]
 
 
 @router.get("", response_model=list[AccountOut])
@@ -56,12 +82,13 @@ async def get_accounts(
     status_filter: Annotated[AccountStatus | None, Query(alias="status")] = None,
 ) -> list[AccountOut]:
     """The caller's accounts, optionally only those in one status."""
-    return [AccountOut.of(a) for a in await list_accounts(session, caller, status_filter)]
+    return await _out(session, await list_accounts(session, caller, status_filter))
 
 
 @router.get("/{account_id}", response_model=AccountOut)
 async def read_account(account_id: str, caller: CallerDep, session: SessionDep) -> AccountOut:
-    return AccountOut.of(await get_account(session, caller, account_id))
+    [out] = await _out(session, [await get_account(session, caller, account_id)])
+    return out
 
 
 @router.post(
@@ -117,7 +144,7 @@ async def current_qr(
 ) -> QrOut | Response:
     """The QR code to show now; 404 when the account has none (not linking, or method code)."""
     await get_account(session, caller, account_id)
-    live = manager.live(account_id)
+    live = await _live(session, manager, account_id)
     if live is None or live.qr is None:
         raise NotFound("no QR code to show for this account", account_id=account_id)
     shown = live.qr
@@ -139,7 +166,7 @@ async def attempts(
 ) -> list[AttemptOut]:
     """Every link attempt of the account, newest first."""
     await get_account(session, caller, account_id)
-    live = manager.live(account_id)
+    live = await _live(session, manager, account_id)
     return [AttemptOut.of(a, live) for a in await list_attempts(session, account_id)]
 
 
@@ -148,9 +175,12 @@ async def attempts(
     response_model=AccountOut,
     responses={409: {"model": ErrorBody, "description": "Nothing to log out"}},
 )
-async def logout(account_id: str, caller: CallerDep, manager: ManagerDep) -> AccountOut:
+async def logout(
+    account_id: str, caller: CallerDep, manager: ManagerDep, session: SessionDep
+) -> AccountOut:
     """Unlink: revoke the session with the server and delete its credentials."""
-    return AccountOut.of(await commands.logout(manager, caller, account_id))
+    [out] = await _out(session, [await commands.logout(manager, caller, account_id)])
+    return out
 
 
 @router.post(
@@ -158,9 +188,12 @@ async def logout(account_id: str, caller: CallerDep, manager: ManagerDep) -> Acc
     response_model=AccountOut,
     responses={409: {"model": ErrorBody, "description": "Not running"}},
 )
-async def stop(account_id: str, caller: CallerDep, manager: ManagerDep) -> AccountOut:
+async def stop(
+    account_id: str, caller: CallerDep, manager: ManagerDep, session: SessionDep
+) -> AccountOut:
     """Park the session, keeping its credentials (idempotent)."""
-    return AccountOut.of(await commands.stop(manager, caller, account_id))
+    [out] = await _out(session, [await commands.stop(manager, caller, account_id)])
+    return out
 
 
 @router.post(
@@ -168,9 +201,12 @@ async def stop(account_id: str, caller: CallerDep, manager: ManagerDep) -> Accou
     response_model=AccountOut,
     responses={409: {"model": ErrorBody, "description": "Not stopped"}},
 )
-async def start(account_id: str, caller: CallerDep, manager: ManagerDep) -> AccountOut:
+async def start(
+    account_id: str, caller: CallerDep, manager: ManagerDep, session: SessionDep
+) -> AccountOut:
     """Resume a stopped session from its credentials (idempotent)."""
-    return AccountOut.of(await commands.start(manager, caller, account_id))
+    [out] = await _out(session, [await commands.start(manager, caller, account_id)])
+    return out
 
 
 @router.delete("/{account_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from wagate import __version__
 from wagate.api import (
     accounts,
+    cluster,
     deliveries,
     errors,
     event_log,
@@ -70,6 +71,6 @@ def create_app(
     app.add_middleware(BodyLimit)
     for module in (workspaces, accounts, event_log, deliveries, funnel, sim, health, metrics):
         app.include_router(module.router, responses=VALIDATION)
-    for module in (keys, messages):
+    for module in (keys, messages, cluster):
         app.include_router(module.router, responses=VALIDATION)
     return app

@@ -76,6 +76,7 @@ _ACCOUNT: dict[str, JsonValue] = {
     "linked_at": "2026-01-01T12:00:00Z",
     "last_seen_at": "2026-01-01T12:00:00Z",
     "created_at": "2026-01-01T12:00:00Z",
+    "node": "gw-a",
 }
 _ATTEMPT: dict[str, JsonValue] = {
     "id": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
@@ -204,9 +205,12 @@ class AccountOut(BaseModel):
     linked_at: datetime | None
     last_seen_at: datetime | None
     created_at: datetime
+    node: str | None = Field(
+        description="The gateway node serving the account's session or attempt, if any."
+    )
 
     @classmethod
-    def of(cls, account: Account) -> AccountOut:
+    def of(cls, account: Account, node: str | None) -> AccountOut:
         return cls(
             id=account.id,
             workspace_id=account.workspace_id,
@@ -219,6 +223,7 @@ class AccountOut(BaseModel):
             linked_at=account.linked_at,
             last_seen_at=account.last_seen_at,
             created_at=account.created_at,
+            node=node,
         )
 
 

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from wagate import __version__
+from wagate.cli.cluster import app as cluster_app
 from wagate.cli.funnel import funnel
 from wagate.cli.webhooks import app as webhooks_app
 from wagate.config import Settings
@@ -29,6 +30,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(doctor_app, name="doctor")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(cluster_app, name="cluster")
 app.command("funnel")(funnel)
 console = Console(stderr=True)
 

@@ -6,25 +6,21 @@ in-process wake-up reaches it).
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wagate.config import Settings
+from wagate.cli.database import on_database
 from wagate.core.caller import Caller
 from wagate.core.statuses import DeliveryStatus
 from wagate.db.database import Database
 from wagate.db.models import WebhookDelivery
-from wagate.errors import WagateError
 from wagate.webhooks import queue
 
-T = TypeVar("T")
 ADMIN = Caller(key_id=None, workspace_id=None)
 COLUMNS = ("id", "event_id", "event_type", "status", "attempts", "last_status", "last_error")
 
@@ -45,24 +41,6 @@ def _row(delivery: WebhookDelivery, event_type: str) -> dict[str, Any]:
         "last_error": delivery.last_error,
         "delivered_at": delivery.delivered_at.isoformat() if delivery.delivered_at else None,
     }
-
-
-def _run(work: Callable[[Database], Awaitable[T]]) -> T:
-    async def main() -> T:
-        db = Database(Settings().database_url)
-        try:
-            return await work(db)
-        finally:
-            await db.close()
-
-    try:
-        return asyncio.run(main())
-    except WagateError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(1) from None
-    except Exception as exc:  # the database's own message is what the user needs
-        Console(stderr=True).print(f"[red]error:[/red] could not reach the database: {exc}")
-        raise typer.Exit(2) from None
 
 
 def _print(rows: list[dict[str, Any]], as_json: bool, title: str) -> None:
@@ -95,7 +73,7 @@ def list_command(
             rows = await queue.page(session, ADMIN, status=status, after=after, limit=limit)
         return [_row(d, t) for d, t in rows]
 
-    _print(_run(work), as_json, "webhook deliveries")
+    _print(on_database(work), as_json, "webhook deliveries")
 
 
 @app.command("retry")
@@ -112,7 +90,7 @@ def retry_command(
         async def every(db: Database) -> int:
             return await db.run(lambda s: queue.retry_dead(s, ADMIN))
 
-        count = _run(every)
+        count = on_database(every)
         if as_json:
             typer.echo(json.dumps({"retried": count}))
         else:
@@ -126,4 +104,4 @@ def retry_command(
 
         return await db.run(work)
 
-    _print([_run(one)], as_json, "replayed")
+    _print([on_database(one)], as_json, "replayed")

@@ -32,6 +32,9 @@ class Cipher:
         if len(key) != 32:
             raise ValueError("the secret key must be 32 bytes")
         self._aead = AESGCM(key)
+        # Names the key without revealing it: nodes of one cluster compare theirs (a node with
+        # another key would find every credential "corrupt" and log its account out).
+        self.fingerprint = hashlib.sha256(b"wagate key fingerprint\x00" + key).hexdigest()[:16]
 
     def encrypt(self, plaintext: bytes, *, context: str) -> bytes:
         nonce = os.urandom(_NONCE)

@@ -47,3 +47,11 @@ class LinkPolicy(StrEnum):
 
     REPLACE = "replace"  # the older account is logged out with reason superseded
     REJECT = "reject"  # the new attempt fails with reason phone_already_linked
+
+
+class NodeState(StrEnum):
+    """A gateway process in the cluster (DESIGN §13)."""
+
+    LIVE = "live"  # heartbeating; may own sessions
+    LEAVING = "leaving"  # shutting down: closing its sessions and releasing their leases
+    DEAD = "dead"  # stopped, or silent past its lease: its sessions are taken by the others

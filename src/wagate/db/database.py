@@ -11,13 +11,14 @@ import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -47,6 +48,25 @@ def touch(session: AsyncSession, topic: str, event: Event | None = None) -> None
 def recorded(session: AsyncSession) -> list[Event]:
     """The events recorded in this session's transaction so far, in order."""
     return notes.of(session).events
+
+
+# The database's own clock, in UTC, per backend (leases and heartbeats compare by it, so nodes on
+# several machines agree on what has expired whatever their own clocks say).
+_CLOCK = {
+    "postgresql": "SELECT clock_timestamp()",
+    "mysql": "SELECT UTC_TIMESTAMP(6)",
+    "sqlite": "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')",
+}
+
+
+async def db_clock(session: AsyncSession) -> datetime:
+    """The database's current time, aware UTC."""
+    backend = session.get_bind().dialect.name
+    value = (await session.execute(text(_CLOCK.get(backend, _CLOCK["mysql"])))).scalar_one()
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)

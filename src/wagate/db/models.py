@@ -36,6 +36,7 @@ from wagate.core.statuses import (
     LinkPolicy,
     MessageDirection,
     MessageStatus,
+    NodeState,
     WebhookFormat,
 )
 
@@ -94,6 +95,7 @@ POLICY_SQL = _sql_list(LinkPolicy, ordered=False)
 DELIVERY_SQL = _sql_list(DeliveryStatus, ordered=False)
 DIRECTION_SQL = _sql_list(MessageDirection, ordered=False)
 MESSAGE_SQL = _sql_list(MessageStatus, ordered=False)
+NODE_SQL = _sql_list(NodeState, ordered=False)
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -324,3 +326,42 @@ class Message(Base):
         Index(None, "account_id", "wa_id"),
         Index(None, "account_id", "created_at"),
     )
+
+
+class Node(Base):
+    """A ``wagate serve`` process of the cluster; heartbeats on the database's clock."""
+
+    __tablename__ = "nodes"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(8), default=NodeState.LIVE.value)
+    # Where the process runs: a node that finds one of its own host's nodes without a process
+    # behind it knows at once that it died, without waiting for its leases to expire.
+    host: Mapped[str | None] = mapped_column(String(255), default=None)
+    pid: Mapped[int | None] = mapped_column(Integer, default=None)
+    # ``Cipher.fingerprint`` of the node's secret key: every node of a cluster needs the same.
+    key_fingerprint: Mapped[str | None] = mapped_column(String(16), default=None)
+
+    __table_args__ = (CheckConstraint(f"state IN ({NODE_SQL})", name="state"),)
+
+
+class Lease(Base):
+    """Which node serves an account's session or open attempt, until when, under which epoch.
+
+    ``epoch`` grows by one with every new owner and is the fencing token: a transaction applying
+    an engine event checks that its node still holds the lease at the epoch it took. A released
+    lease keeps its row (``node`` NULL) so the next owner's epoch is still higher.
+    """
+
+    __tablename__ = "leases"
+
+    account_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    node: Mapped[str | None] = mapped_column(String(100), default=None)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    __table_args__ = (Index(None, "node"),)

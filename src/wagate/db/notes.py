@@ -54,6 +54,12 @@ class Notes:
     # Deliveries claimed at birth, in order; accounts whose new deliveries wait behind others.
     born: list[Job] = field(default_factory=list)
     queued: set[str] = field(default_factory=set)
+    # Each account whose status the transaction changed, with its last new status: the session
+    # layer takes or releases their leases before the commit.
+    statuses: dict[str, str] = field(default_factory=dict)
+    # Leases the transaction took (account → epoch) or let go (→ None): the session manager
+    # records them as its own once the transaction has committed.
+    leases: dict[str, int | None] = field(default_factory=dict)
 
 
 def start(session: AsyncSession, birth_lease: float | None) -> Notes:

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from wagate.core.caller import Caller
 from wagate.core.event_types import EventType
 from wagate.core.states import AccountStatus, check_transition
+from wagate.db import notes
 from wagate.db.models import Account, utcnow
 from wagate.db.outbox import record
 from wagate.errors import NotFound
@@ -79,6 +80,7 @@ def change_status(
     now = now or utcnow()
     account.status = target.value
     account.status_reason = reason
+    notes.of(session).statuses[account.id] = target.value
     account.version += 1
     account.updated_at = now
     record(

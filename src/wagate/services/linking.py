@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
@@ -9,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from wagate.core.event_types import EventType
 from wagate.core.states import LINKABLE_STATUSES, AccountStatus, AttemptOutcome, LinkMethod
-from wagate.db.models import Account, LinkAttempt
+from wagate.db.models import Account, Event, LinkAttempt
 from wagate.db.outbox import record
 from wagate.errors import Conflict
 from wagate.services.accounts import change_status
@@ -126,3 +127,43 @@ async def phone_holder(
         .with_for_update()
     )
     return (await session.execute(query)).scalar_one_or_none()
+
+
+@dataclass(frozen=True, slots=True)
+class ShownCode:
+    """The code an open attempt shows now, as its events recorded it: what any node can read,
+    whichever node runs the attempt."""
+
+    attempt_id: str
+    method: str  # qr or code
+    code: str
+    index: int
+    expires_at: datetime
+
+
+async def shown_code(session: AsyncSession, account_id: str, now: datetime) -> ShownCode | None:
+    """The newest code of the account's open attempt, unless it has expired."""
+    attempt = await open_attempt_of(session, account_id)
+    if attempt is None:
+        return None
+    kinds = (EventType.LINK_QR.value, EventType.LINK_PAIR_CODE.value)
+    query = (
+        select(Event)
+        .where(Event.account_id == account_id, Event.type.in_(kinds))
+        .order_by(Event.seq.desc())
+        .limit(1)
+    )
+    event = (await session.execute(query)).scalar_one_or_none()
+    if event is None or event.data.get("attempt_id") != attempt.id:
+        return None
+    expires_at = datetime.fromisoformat(event.data["expires_at"])
+    if expires_at <= now:
+        return None
+    qr = event.type == EventType.LINK_QR.value
+    return ShownCode(
+        attempt.id,
+        LinkMethod.QR.value if qr else LinkMethod.CODE.value,
+        event.data["code"],
+        int(event.data.get("index", 0)),
+        expires_at,
+    )

@@ -127,22 +127,33 @@ async def reopen(mgr: SessionManager, account_id: str) -> str | None:
     Returns None when the engine took the session, else the reason it could not.
     """
 
-    if not await mgr.transact(account_id, _reopening):
+    if not await mgr.transact(account_id, reopening("restoring"), fence=False):
         return "not_linked"
     return await reconnect(mgr, account_id)
 
 
-async def mark_reopening(mgr: SessionManager, account_ids: Collection[str]) -> set[str]:
-    """The first half of ``reopen`` for a batch of accounts, in one transaction: those marked
-    (or already) ``reconnecting``, ready for ``reconnect``; the others are no longer linked."""
-    marked = await mgr.transact_each(account_ids, _reopening)
+async def mark_reopening(
+    mgr: SessionManager, account_ids: Collection[str], reason: str = "restoring"
+) -> set[str]:
+    """The first half of ``reopen`` for a batch of accounts, in one transaction: those this node
+    now serves, marked (or already) ``reconnecting`` with ``reason``, ready for ``reconnect``; the
+    others are no longer linked, or another node serves them."""
+    marked = await mgr.transact_each(account_ids, reopening(reason))
     return {account_id for account_id, ready in marked.items() if ready}
 
 
-async def _reopening(ctx: Ctx) -> bool:
-    if ctx.status is S.CONNECTED:
-        change_status(ctx.session, ctx.account, S.RECONNECTING, "restoring", now=ctx.now)
-    return ctx.status is S.RECONNECTING
+def reopening(reason: str) -> Callable[[Ctx], Awaitable[bool]]:
+    """Take the account's lease for this node and mark it ``reconnecting`` with ``reason``;
+    whether it is ready to be reopened from its credentials here."""
+
+    async def act(ctx: Ctx) -> bool:
+        if ctx.status not in (S.CONNECTED, S.RECONNECTING) or not await ctx.claim():
+            return False
+        if ctx.status is S.CONNECTED:
+            change_status(ctx.session, ctx.account, S.RECONNECTING, reason, now=ctx.now)
+        return True
+
+    return act
 
 
 async def reconnect(mgr: SessionManager, account_id: str) -> str | None:

@@ -17,10 +17,14 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wagate.core.cluster import DEFAULT_TERMS, LeaseTerms
 from wagate.core.states import AccountStatus
+from wagate.db import notes
+from wagate.db.database import db_clock
 from wagate.db.models import Account, LinkAttempt
 from wagate.engines.base import Engine, PairCode, QrCode
 from wagate.errors import EngineTimeout
+from wagate.services import cluster
 from wagate.stores.base import AuthStore
 
 T = TypeVar("T")
@@ -41,11 +45,23 @@ class Runtime:
     """The session layer's reach outside the database: the engine, under wagate's own timeout,
     the credential store, and the codes each open attempt is showing."""
 
-    def __init__(self, engine: Engine, auth: AuthStore | None, call_timeout: float) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        auth: AuthStore | None,
+        call_timeout: float,
+        *,
+        node: str = "local",
+        terms: LeaseTerms = DEFAULT_TERMS,
+    ) -> None:
         self.engine = engine
         self.auth = auth
         self.call_timeout = call_timeout
         self.live_codes: dict[str, Live] = {}
+        # This node's name, and the leases it holds: account id → the epoch it took.
+        self.node = node
+        self.terms = terms
+        self.held: dict[str, int] = {}
 
     async def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """An engine call under wagate's own timeout."""
@@ -97,6 +113,17 @@ class Ctx:
     @property
     def engine(self) -> Engine:
         return self.runtime.engine
+
+    async def claim(self) -> bool:
+        """Take (or renew) this account's lease for this node, in this transaction; False when
+        another node holds it."""
+        now = await db_clock(self.session)
+        runtime = self.runtime
+        epoch = await cluster.take(self.session, self.account.id, runtime.node, now, runtime.terms)
+        if epoch is None:
+            return False
+        notes.of(self.session).leases[self.account.id] = epoch
+        return True
 
     def then_engine(self, coro_factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Call the engine once the transaction has committed."""

@@ -14,6 +14,7 @@ import logging
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import select
@@ -22,11 +23,13 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wagate.core.caller import Caller
+from wagate.core.cluster import DEFAULT_TERMS, SESSION_STATUSES, LeaseTerms
 from wagate.core.rates import Rate
 from wagate.core.states import AccountStatus, AttemptOutcome
 from wagate.core.tasks import BackgroundTasks
-from wagate.db.database import Database
-from wagate.db.models import Account, LinkAttempt, utcnow
+from wagate.db import notes
+from wagate.db.database import Database, db_clock
+from wagate.db.models import Account, utcnow
 from wagate.engines.base import (
     Banned,
     Connected,
@@ -48,6 +51,7 @@ from wagate.engines.base import (
     Replaced,
 )
 from wagate.errors import (
+    Conflict,
     EngineUnavailable,
     NotFound,
     StoreUnavailable,
@@ -55,6 +59,7 @@ from wagate.errors import (
 )
 from wagate.logs import WagateMessage
 from wagate.metrics import Metrics, run_counted
+from wagate.services import cluster
 from wagate.services.accounts import get_account, lock_account
 from wagate.services.linking import abandon_link, open_attempt_of
 from wagate.services.messages import incoming_stored
@@ -67,6 +72,21 @@ log = logging.getLogger("wagate.sessions")
 T = TypeVar("T")
 S = AccountStatus
 ENGINE_CALL_TIMEOUT = 15.0
+# Leases a transaction took (account id → epoch) or let go (→ None).
+Leases = dict[str, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Fenced:
+    """A transaction refused: this node no longer holds the account's lease (``status``: the
+    account's, None when it was deleted)."""
+
+    status: str | None
+
+
+# What a transaction on one account gives back: act's result, the effects to run after the
+# commit, and whether it was refused for want of the lease.
+Transacted = tuple[T | None, list[Effect], Fenced | None]
 # What applies one engine event to an account, inside the transaction.
 Handler = Callable[[Ctx, Any], Awaitable[None]]
 MESSAGE_EVENTS = (MessageReceived, MessageStatus)
@@ -89,12 +109,14 @@ class SessionManager:
         metrics: Metrics | None = None,
         link_rates: tuple[Rate, Rate] | None = None,
         call_timeout: float = ENGINE_CALL_TIMEOUT,
+        node: str = "local",
+        terms: LeaseTerms = DEFAULT_TERMS,
     ) -> None:
         self.db = db
         # (per account, per workspace); None: link attempts are not limited.
         self.link_rates = link_rates
         self.metrics = metrics
-        self.runtime = Runtime(engine, auth, call_timeout)
+        self.runtime = Runtime(engine, auth, call_timeout, node=node, terms=terms)
         # One handler per engine event type that changes an account (a test walks them all);
         # CredentialsUpdated goes to the credential store instead, outside any transaction.
         self.handlers: dict[type[Any], Handler] = {
@@ -131,6 +153,15 @@ class SessionManager:
     def live_codes(self) -> dict[str, Live]:
         return self.runtime.live_codes
 
+    @property
+    def node(self) -> str:
+        return self.runtime.node
+
+    @property
+    def held(self) -> dict[str, int]:
+        """The leases this node holds: account id → epoch."""
+        return self.runtime.held
+
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self, reopen: Reopen | None = None) -> None:
@@ -155,18 +186,24 @@ class SessionManager:
         self._closed = True
         await self._tasks.close()
 
-    async def interrupt_open_attempts(self) -> int:
-        """Close attempts left open by a previous process: nothing is running them any more."""
+    async def interrupt_open_attempts(self, reason: str = "restart") -> int:
+        """Close the attempts no live node runs any more (left by a process that stopped, or by
+        a node that went silent past its lease); a live node's attempts stay open."""
 
         async def work(session: AsyncSession) -> list[str]:
-            query = select(LinkAttempt).where(LinkAttempt.ended_at.is_(None))
+            now = await db_clock(session)
+            ids = await cluster.unserved(
+                session, self.node, now, self.runtime.terms, (S.LINKING, S.PAIRING)
+            )
             closed = []
-            for attempt in (await session.execute(query)).scalars():
-                account = await lock_account(session, attempt.account_id)
-                if account is None:
+            for account_id in ids:
+                account = await lock_account(session, account_id)
+                attempt = await open_attempt_of(session, account_id)
+                if account is None or attempt is None:
                     continue
-                now = utcnow()
-                abandon_link(session, account, attempt, AttemptOutcome.INTERRUPTED, "restart", now)
+                abandon_link(
+                    session, account, attempt, AttemptOutcome.INTERRUPTED, reason, utcnow()
+                )
                 closed.append(attempt.id)
             return closed
 
@@ -174,13 +211,23 @@ class SessionManager:
         for attempt_id in closed:
             log.info(
                 WagateMessage.ATTEMPT_ENDED,
-                extra={"attempt_id": attempt_id, "outcome": "interrupted", "reason": "restart"},
+                extra={"attempt_id": attempt_id, "outcome": "interrupted", "reason": reason},
             )
         return len(closed)
 
     async def run(self, work: Callable[[AsyncSession], Awaitable[T]], **kwargs: Any) -> T:
-        """``db.run``; then the metrics count the link events the transaction committed."""
-        return await run_counted(self.db, self.metrics, work, **kwargs)
+        """``db.run`` for the session layer: before the commit, the accounts the work moved in or
+        out of the session statuses take or let go their leases; after it, those leases are (no
+        longer) this node's, and the metrics count the link events it committed. Callers hold
+        the locks of the accounts the work changes."""
+
+        async def owned(session: AsyncSession) -> tuple[T, Leases]:
+            result = await work(session)
+            return result, await self._settle_leases(session)
+
+        result, leases = await run_counted(self.db, self.metrics, owned, **kwargs)
+        self._adopt_leases(leases)
+        return result
 
     def live(self, account_id: str) -> Live | None:
         return self.live_codes.get(account_id)
@@ -272,6 +319,13 @@ class SessionManager:
         if self.metrics is not None:
             self.metrics.engine_event(type(event).__name__)
         if isinstance(event, CredentialsUpdated):
+            if account_id not in self.held:
+                # A session this node no longer serves must not overwrite its new owner's.
+                log.info(
+                    "credentials of a session not served here dropped",
+                    extra={"account_id": account_id},
+                )
+                return
             if self.auth is not None:
                 try:
                     await self.auth.save(account_id, event.blob)
@@ -317,25 +371,37 @@ class SessionManager:
         *,
         caller: Caller | None = None,
         attempt: bool = True,
+        fence: bool | None = None,
     ) -> T | None:
         """Run ``act`` on the locked account and its open attempt in one transaction, under the
         account's lock; then run the effects it queued. Without ``caller`` (engine events,
         upkeep) a missing account is skipped; with one, it is ``NotFound`` for that caller.
-        ``attempt=False`` leaves ``ctx.attempt`` None, for work that never needs it."""
+        ``attempt=False`` leaves ``ctx.attempt`` None, for work that never needs it.
+
+        ``fence`` (the default without a caller): the work is this node's own on a session it
+        serves, so it runs only while this node holds the account's lease at the epoch it took;
+        otherwise nothing is written and the session is closed here (DESIGN §13)."""
+        fence = caller is None if fence is None else fence
         async with self._lock(account_id):
 
-            async def work(session: AsyncSession) -> tuple[T | None, list[Effect]]:
+            async def work(session: AsyncSession) -> Transacted[T]:
                 if caller is None:
                     account = await lock_account(session, account_id)
                     if account is None:
-                        return None, []
+                        return None, [], Fenced(None) if fence else None
                 else:
                     account = await get_account(session, caller, account_id, lock=True)
+                if fence and not await cluster.holds(
+                    session, account_id, self.node, self.held.get(account_id)
+                ):
+                    return None, [], Fenced(account.status)
                 open_one = await open_attempt_of(session, account_id) if attempt else None
                 ctx = Ctx(session, account, open_one, utcnow(), self.runtime)
-                return await self._act(ctx, act), ctx.after
+                return await self._act(ctx, act), ctx.after, None
 
-            result, effects = await self.run(work, retry_integrity=True)
+            result, effects, fenced = await self.run(work, retry_integrity=True)
+            if fenced is not None:
+                effects = self._let_go(account_id, fenced.status)
         await _run_effects(effects, account_id)
         return result
 
@@ -375,6 +441,84 @@ class SessionManager:
         if AccountStatus(ctx.account.status) is not S.LINKING:
             ctx.then_forget_codes(ctx.account.id)
         return result
+
+    async def _settle_leases(self, session: AsyncSession) -> Leases:
+        """Before the commit: an account the transaction moved out of the session statuses lets
+        its lease go, whoever held it (a stop through another node reaches the owner this way);
+        one moved into them is served here, so this node takes its lease, or the transaction
+        fails when another node serves it."""
+        tx = notes.of(session)
+        for account_id, status in tx.statuses.items():
+            if AccountStatus(status) not in SESSION_STATUSES:
+                await cluster.release(session, account_id)
+                tx.leases[account_id] = None
+            elif account_id not in self.held and not tx.leases.get(account_id):
+                now = await db_clock(session)
+                epoch = await cluster.take(session, account_id, self.node, now, self.runtime.terms)
+                if epoch is None:
+                    raise Conflict(
+                        "another gateway node serves this account; retry in a moment",
+                        account_id=account_id,
+                    )
+                tx.leases[account_id] = epoch
+        return dict(tx.leases)
+
+    def _adopt_leases(self, leases: Leases) -> None:
+        """After a commit: the leases its transaction took or let go are (no longer) this
+        node's. Called with the accounts' locks held, before any engine call of theirs."""
+        for account_id, epoch in leases.items():
+            if epoch is None:
+                self.held.pop(account_id, None)
+            else:
+                self.held[account_id] = epoch
+
+    async def recheck(self, account_id: str) -> None:
+        """Check under the account's lock that this node still holds its lease; if not, the
+        session is closed here (a fenced transaction that changes nothing)."""
+
+        async def nothing(ctx: Ctx) -> None:
+            return None
+
+        await self.transact(account_id, nothing, attempt=False)
+
+    async def give_back(self, account_id: str) -> None:
+        """The database says this node holds the account's lease but nothing here serves it (a
+        node restarted under the same name): release it, so the account is placed again."""
+        async with self._lock(account_id):
+            if account_id not in self.held:
+                await self.db.run(lambda s: cluster.release(s, account_id, self.node))
+
+    def let_go_all(self) -> int:
+        """Close every session here without the database (self-fencing); how many."""
+        ids = list(self.held)
+        for account_id in ids:
+            effects = self._let_go(account_id, AccountStatus.STOPPED.value)
+            self._tasks.spawn(_run_effects(effects, account_id), name=f"fence:{account_id}")
+        return len(ids)
+
+    def _let_go(self, account_id: str, status: str | None) -> list[Effect]:
+        """This node no longer serves the account: forget it, and close what the engine still
+        runs for it; a device whose account was unlinked or deleted meanwhile is logged out."""
+        if self.held.pop(account_id, None) is not None:
+            log.warning("lease lost, session closed here", extra={"account_id": account_id})
+            if self.metrics is not None:
+                self.metrics.lease_lost.inc()
+        else:
+            log.debug(
+                "engine event for a session not served here", extra={"account_id": account_id}
+            )
+        self.live_codes.pop(account_id, None)
+        engine = self.engine
+        gone = status is None or AccountStatus(status) in (S.UNLINKED, S.LOGGED_OUT)
+
+        async def close() -> None:
+            await self.call(engine.cancel_link(account_id))
+            if gone:
+                await self.call(engine.logout(account_id))
+            else:
+                await self.call(engine.disconnect(account_id))
+
+        return [close]
 
 
 def _next_batch(queue: deque[EngineEvent]) -> list[EngineEvent]:

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.progress import Progress
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wagate.core.cluster import place
 from wagate.core.states import RESTORABLE_STATUSES
-from wagate.db.database import Database
-from wagate.db.models import Account
+from wagate.db.database import db_clock
+from wagate.services import cluster
 from wagate.sessions import commands
 from wagate.sessions.manager import SessionManager
 
@@ -45,15 +45,19 @@ class RestoreReport:
     seconds: float = 0.0
 
 
-async def restorable(db: Database) -> list[str]:
-    """Ids of the accounts a start must reopen: those in a linked status, not ``stopped``."""
+async def restorable(mgr: SessionManager) -> list[str]:
+    """Ids of the accounts a start must reopen: those in a linked status (not ``stopped``) that
+    no live node serves and that placement gives this node (the other live nodes take theirs);
+    with no other node, all of them."""
+    node, terms = mgr.node, mgr.runtime.terms
 
     async def linked_ids(session: AsyncSession) -> list[str]:
-        statuses = [s.value for s in RESTORABLE_STATUSES]
-        query = select(Account.id).where(Account.status.in_(statuses)).order_by(Account.id)
-        return list((await session.execute(query)).scalars())
+        now = await db_clock(session)
+        live = set(await cluster.live_nodes(session, now, terms)) | {node}
+        free = await cluster.unserved(session, node, now, terms, RESTORABLE_STATUSES)
+        return [account_id for account_id in free if place(account_id, live) == node]
 
-    return await db.run(linked_ids)
+    return await mgr.db.run(linked_ids)
 
 
 async def restore(

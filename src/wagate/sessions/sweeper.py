@@ -19,14 +19,15 @@ sweep_log = logging.getLogger("wagate.sweeper")
 
 
 async def sweep(mgr: SessionManager, silence: float) -> int:
-    """Close attempts the engine stopped reporting on for ``silence`` seconds."""
+    """Close the attempts this node runs whose engine stopped reporting on them for ``silence``
+    seconds (another node's attempts are its own sweeper's)."""
     cutoff = utcnow() - timedelta(seconds=silence)
 
     async def silent(session: AsyncSession) -> list[str]:
         query = select(LinkAttempt.account_id).where(
             LinkAttempt.ended_at.is_(None), LinkAttempt.last_activity_at < cutoff
         )
-        return list((await session.execute(query)).scalars())
+        return [a for a in (await session.execute(query)).scalars() if a in mgr.held]
 
     closed = 0
     for account_id in await mgr.db.run(silent):

@@ -1,0 +1,321 @@
+"""Several real ``wagate serve`` processes on one database (DESIGN §13): each account served by
+exactly one node, failover after SIGKILL, handoff on SIGTERM, commands through any node, and a
+paused node fenced out by its epoch.
+
+Leases last 3 s here (renewed every second; a silent node's leases are taken after 4 s), so each
+scenario takes seconds, not the production default's 20.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.apiclient import ApiClient, Tenant
+from tests.conftest import ADMIN_KEY
+from tests.serve import Server
+
+LEASE = 3.0
+# Slow enough that a QR code shown by the simulator stays valid through a failover.
+# Every node of a cluster shares the secret key that seals credentials and webhook secrets.
+CLUSTER_ENV = {
+    "WAGATE_LEASE_SECONDS": str(LEASE),
+    "WAGATE_SIM_TIME_SCALE": "0.2",
+    "WAGATE_SECRET_KEY": "cluster-test-secret-key-0123456789",
+}
+BACKENDS = ["sqlite", "postgres", "mysql"]
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    made: list[Server] = []
+    yield made
+    for server in made:
+        server.stop()
+
+
+class Cluster:
+    """Gateway nodes on one fresh database, each with an API client."""
+
+    def __init__(self, url: str, tmp_path: Path, servers: list[Server]) -> None:
+        self.url = url
+        self.tmp_path = tmp_path
+        self.servers = servers
+        self.clients: list[httpx.AsyncClient] = []
+
+    def add(self, name: str) -> tuple[Server, ApiClient]:
+        env = {**CLUSTER_ENV, "WAGATE_NODE_NAME": name}
+        server = Server(self.url, self.tmp_path / name, env=env)
+        self.servers.append(server)
+        server.start()
+        http = httpx.AsyncClient(base_url=server.url, timeout=10.0)
+        self.clients.append(http)
+        return server, ApiClient(http, None, ADMIN_KEY)
+
+
+@pytest.fixture
+async def cluster(
+    fresh_database_url: Any, tmp_path: Path, servers: list[Server]
+) -> AsyncIterator[Callable[[str], Awaitable[Cluster]]]:
+    """A factory: ``await cluster(backend)`` → a ``Cluster`` on a fresh database."""
+    made: list[Cluster] = []
+
+    async def make(backend: str) -> Cluster:
+        made.append(Cluster(await fresh_database_url(backend), tmp_path, servers))
+        return made[-1]
+
+    yield make
+    for c in made:
+        for http in c.clients:
+            await http.aclose()
+
+
+def phone(n: int) -> str:
+    return f"55118{n:08d}"
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> float:
+    """Wait until ``check`` holds; the seconds it took."""
+    started = time.monotonic()
+    while not await check():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.1)
+    return time.monotonic() - started
+
+
+async def nodes_of(api: ApiClient) -> dict[str, dict[str, Any]]:
+    r = await api.http.get("/v1/cluster", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    assert r.status_code == 200, r.text
+    return {n["name"]: n for n in r.json()["nodes"]}
+
+
+async def account_events(api: ApiClient, tenant: Tenant, account_id: str) -> list[dict[str, Any]]:
+    r = await api.http.get(
+        "/v1/events", params={"account_id": account_id, "limit": 500}, headers=tenant.auth
+    )
+    assert r.status_code == 200, r.text
+    events: list[dict[str, Any]] = r.json()["events"]
+    return events
+
+
+async def incoming(api: ApiClient, tenant: Tenant, sender: str, to: str) -> int:
+    """A simulated phone writes to ``to`` through this node's simulator: how many devices got
+    it (those the node runs)."""
+    body = {"from": sender, "to": to, "text": "hello"}
+    r = await api.http.post("/v1/sim/messages", json=body, headers=tenant.auth)
+    assert r.status_code == 200, r.text
+    return int(r.json()["devices"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_each_account_is_served_by_the_node_that_linked_it(
+    backend: str, cluster: Any
+) -> None:
+    c = await cluster(backend)
+    (_, a), (_, b) = c.add("a"), c.add("b")
+    tenant = await a.tenant()
+    owners = {}
+    for n in range(6):
+        via, name = (a, "a") if n % 2 == 0 else (b, "b")
+        account = await via.account(tenant, f"line {n}")
+        owners[account["id"]] = (name, n)
+        assert (await via.link_phone(tenant, account["id"], phone(n)))["node"] == name
+    # Every read through either node agrees on who serves each account.
+    for account_id, (name, _) in owners.items():
+        assert (await a.get_account(tenant, account_id))["node"] == name
+        assert (await b.get_account(tenant, account_id))["node"] == name
+    for api in (a, b):
+        nodes = await nodes_of(api)
+        assert {name: (n["state"], n["sessions_owned"]) for name, n in nodes.items()} == {
+            "a": ("live", 3),
+            "b": ("live", 3),
+        }
+    # The operator's view from the command line says the same.
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "wagate",
+        "cluster",
+        "status",
+        "--json",
+        env={**os.environ, "WAGATE_DATABASE_URL": c.url},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await process.communicate()
+    assert process.returncode == 0
+    printed = {n["name"]: (n["state"], n["sessions_owned"]) for n in json.loads(out)["nodes"]}
+    assert printed == {"a": ("live", 3), "b": ("live", 3)}
+    # Each device has one live session in the whole cluster: a message reaches the simulator of
+    # the node serving the account, and no other.
+    for name, n in owners.values():
+        owner, other = (a, b) if name == "a" else (b, a)
+        assert await incoming(owner, tenant, "5511977770000", phone(n)) == 1
+        assert await incoming(other, tenant, "5511977770000", phone(n)) == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_starting_node_leaves_a_live_nodes_attempt_open(backend: str, cluster: Any) -> None:
+    """The failure of the system wagate replaces: a second process closed the first one's link
+    attempts at its start, while the first kept showing their QR codes."""
+    c = await cluster(backend)
+    _, a = c.add("a")
+    tenant = await a.tenant()
+    account = await a.account(tenant)
+    await a.link(tenant, account["id"])
+    code = await a.qr(tenant, account["id"])
+    _, b = c.add("b")
+    [attempt] = await b.attempts(tenant, account["id"])
+    assert attempt["outcome"] is None and attempt["ended_at"] is None
+    # The code is readable through either node; the phone scans what it was shown.
+    through_b = await b.qr(tenant, account["id"])
+    assert (through_b["attempt_id"], through_b["code"]) == (code["attempt_id"], code["code"])
+    assert await a.scan(tenant, through_b["code"], phone(1)) == "linked"
+    connected = await b.wait_status(tenant, account["id"], "connected")
+    assert connected["node"] == "a"
+    [attempt] = await b.attempts(tenant, account["id"])
+    assert attempt["outcome"] == "linked"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_sigkill_fails_over_without_a_new_link(backend: str, cluster: Any) -> None:
+    c = await cluster(backend)
+    server_a, a = c.add("a")
+    _, b = c.add("b")
+    tenant = await a.tenant()
+    served = [await a.account(tenant, f"line {n}") for n in range(4)]
+    for n, account in enumerate(served):
+        await a.link_phone(tenant, account["id"], phone(n))
+    pending = await a.account(tenant, "pending")
+    await a.link(tenant, pending["id"])
+    await a.qr(tenant, pending["id"])
+
+    server_a.kill()
+
+    async def all_back() -> bool:
+        seen = [await b.get_account(tenant, account["id"]) for account in served]
+        return all(s["status"] == "connected" and s["node"] == "b" for s in seen)
+
+    seconds = await until(all_back, 4 * LEASE + 10, "a's sessions connected again on b")
+    assert seconds < 4 * LEASE + 10
+    for n, account in enumerate(served):
+        [attempt] = await b.attempts(tenant, account["id"])  # no new attempt, no QR code
+        assert attempt["outcome"] == "linked"
+        reasons = [
+            e["data"]["reason"]
+            for e in await account_events(b, tenant, account["id"])
+            if e["type"] == "account.status" and e["data"]["status"] == "reconnecting"
+        ]
+        assert reasons == ["failover"]
+        assert await incoming(b, tenant, "5511977770000", phone(n)) == 1
+
+    async def interrupted() -> bool:
+        [attempt] = await b.attempts(tenant, pending["id"])
+        return (attempt["outcome"], attempt["reason"]) == ("interrupted", "node_lost")
+
+    # Its lease was taken a moment later than the others': it expires a moment later too.
+    await until(interrupted, 4 * LEASE + 10, "a's open attempt ended interrupted")
+    assert (await b.get_account(tenant, pending["id"]))["status"] == "unlinked"
+    nodes = await nodes_of(b)
+    assert nodes["a"]["state"] == "dead" and nodes["a"]["sessions_owned"] == 0
+    assert nodes["b"]["sessions_owned"] == len(served)  # the unlinked one holds no lease
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_sigterm_hands_sessions_over_at_once(backend: str, cluster: Any) -> None:
+    c = await cluster(backend)
+    server_a, a = c.add("a")
+    _, b = c.add("b")
+    tenant = await a.tenant()
+    served = [await a.account(tenant, f"line {n}") for n in range(3)]
+    for n, account in enumerate(served):
+        await a.link_phone(tenant, account["id"], phone(n))
+
+    server_a.terminate()
+
+    async def all_back() -> bool:
+        seen = [await b.get_account(tenant, account["id"]) for account in served]
+        return all(s["status"] == "connected" and s["node"] == "b" for s in seen)
+
+    # Released at once on leaving: taken on b's next scan, long before the lease would expire.
+    seconds = await until(all_back, LEASE, "a's sessions handed to b")
+    assert seconds < LEASE
+    for account in served:
+        reasons = [
+            e["data"]["reason"]
+            for e in await account_events(b, tenant, account["id"])
+            if e["type"] == "account.status" and e["data"]["status"] == "reconnecting"
+        ]
+        assert reasons == ["handoff"]
+    assert (await nodes_of(b))["a"]["state"] == "dead"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_stop_through_another_node_closes_the_owners_session(
+    backend: str, cluster: Any
+) -> None:
+    c = await cluster(backend)
+    (_, a), (_, b) = c.add("a"), c.add("b")
+    tenant = await a.tenant()
+    account = await a.account(tenant)
+    await a.link_phone(tenant, account["id"], phone(7))
+    assert await incoming(a, tenant, "5511977770000", phone(7)) == 1
+
+    r = await b.http.post(f"/v1/accounts/{account['id']}/stop", headers=tenant.auth)
+    assert r.status_code == 200 and r.json()["status"] == "stopped" and r.json()["node"] is None
+
+    async def closed_on_a() -> bool:
+        return await incoming(a, tenant, "5511977770000", phone(7)) == 0
+
+    await until(closed_on_a, 2 * LEASE, "the owner closed the stopped session")
+    assert (await nodes_of(b))["a"]["sessions_owned"] == 0
+    # Started again through b: b serves it now.
+    r = await b.http.post(f"/v1/accounts/{account['id']}/start", headers=tenant.auth)
+    assert r.status_code == 200 and r.json()["node"] == "b"
+    await b.wait_status(tenant, account["id"], "connected")
+    assert await incoming(b, tenant, "5511977770000", phone(7)) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_paused_node_is_fenced_out_by_the_epoch(backend: str, cluster: Any) -> None:
+    """SIGSTOP past the lease: the other node takes the session; resumed, the paused node
+    writes nothing for it and closes its own session."""
+    c = await cluster(backend)
+    server_a, a = c.add("a")
+    _, b = c.add("b")
+    tenant = await a.tenant()
+    account = await a.account(tenant)
+    await a.link_phone(tenant, account["id"], phone(3))
+    assert server_a.process is not None
+
+    server_a.pause()
+    try:
+
+        async def taken() -> bool:
+            seen = await b.get_account(tenant, account["id"])
+            return bool(seen["status"] == "connected" and seen["node"] == "b")
+
+        await until(taken, 4 * LEASE + 10, "b took the paused node's session")
+    finally:
+        server_a.resume()
+
+    async def a_let_go() -> bool:
+        return await incoming(a, tenant, "5511977770000", phone(3)) == 0
+
+    await until(a_let_go, 2 * LEASE, "the resumed node closed its session")
+    before = await account_events(b, tenant, account["id"])
+    await asyncio.sleep(LEASE)
+    # Nothing the resumed node did landed: no new event, b still serves the account.
+    assert await account_events(b, tenant, account["id"]) == before
+    seen = await b.get_account(tenant, account["id"])
+    assert (seen["status"], seen["node"]) == ("connected", "b")
+    assert await incoming(b, tenant, "5511977770000", phone(3)) == 1
