@@ -60,10 +60,13 @@ class Settings(BaseSettings):
     attempt_silence_seconds: float = Field(default=300.0, gt=0)
     # This process's name in the cluster (DESIGN §13): unique among the nodes of one database.
     node_name: str = Field(default_factory=default_node_name, min_length=1, max_length=100)
+    # Where the other nodes reach this node's API (default: http://HOST:PORT, the hostname when
+    # HOST listens on every address).
+    node_url: str | None = None
     # Session lease time-to-live; renewed every third of it.
     lease_seconds: float = Field(default=15.0, ge=1.0, le=3600.0)
 
-    @field_validator("admin_key", "secret_key", "redis_url", "node_name", mode="before")
+    @field_validator("admin_key", "secret_key", "redis_url", "node_name", "node_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # An empty variable (WAGATE_ADMIN_KEY=) means "not set", never an empty secret.

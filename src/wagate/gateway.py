@@ -13,8 +13,10 @@ import ctypes.util
 import importlib.util
 import logging
 import secrets
+import socket
 from functools import partial
 
+import httpx
 from rich.console import Console
 
 from wagate.config import Settings
@@ -30,6 +32,7 @@ from wagate.engines.sim import SimEngine, SimServer
 from wagate.engines.whatsmeow.engine import INSTALL_HINT, WhatsmeowEngine
 from wagate.errors import EngineUnavailable
 from wagate.metrics import Metrics
+from wagate.services import cluster
 from wagate.services.event_log import CommitWatch
 from wagate.services.keys import KeyCache, ensure_admin_key
 from wagate.sessions import commands, restore, sweeper
@@ -41,6 +44,8 @@ from wagate.stores.keyfile import load_or_create_key
 from wagate.webhooks.dispatcher import DeliveryPolicy, Dispatcher
 
 STREAM_READS = 4
+# Longer than an engine call may take on the node a request is carried to.
+PEER_TIMEOUT = 30.0
 log = logging.getLogger("wagate.gateway")
 
 
@@ -58,6 +63,33 @@ def build_engine(settings: Settings) -> Engine:
         hosts=settings.engine_hosts,
         connect_timeout=settings.engine_connect_timeout,
     )
+
+
+def node_url(settings: Settings) -> str:
+    """Where the other nodes reach this one: ``WAGATE_NODE_URL``, else the listen address (the
+    hostname when it listens on every address)."""
+    if settings.node_url:
+        return settings.node_url.rstrip("/")
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
+
+
+async def preflight(settings: Settings) -> None:
+    """What ``wagate serve`` checks before it starts serving, so a mistake is one clear line:
+    the database's schema is brought up to date, and this node's secret key is the cluster's."""
+    db = Database(settings.database_url)
+    try:
+        await db.upgrade()
+        key = settings.secret_key.get_secret_value() if settings.secret_key else None
+        fingerprint = Cipher(load_or_create_key(settings.data_dir, key)).fingerprint
+        async with db.read_sessions() as session:
+            await cluster.check_key(session, settings.node_name, fingerprint)
+    finally:
+        await db.close()
 
 
 def delivery_policy(settings: Settings) -> DeliveryPolicy:
@@ -102,6 +134,8 @@ class Gateway:
         self.sessions: SessionManager | None = None
         self.dispatcher: Dispatcher | None = None
         self.node: Node | None = None
+        # Carries a request to the node that serves its account (wagate.api.forward).
+        self.peers: httpx.AsyncClient | None = None
         # Set when this start created the admin key: shown once, never logged.
         self.new_admin_key: str | None = None
         self._closed = False
@@ -143,6 +177,7 @@ class Gateway:
         node = self.node = Node(
             self.sessions,
             key_fingerprint=self.cipher.fingerprint,
+            url=node_url(settings),
             reopen_concurrency=settings.restore_concurrency,
         )
         # Closed in reverse: the node leaves (its leases released) once its sessions are closed.
@@ -159,6 +194,8 @@ class Gateway:
         await self.dispatcher.start()
         stack.push_async_callback(node.stop)
         node.start()
+        self.peers = httpx.AsyncClient(timeout=PEER_TIMEOUT)
+        stack.push_async_callback(self.peers.aclose)
         stack.push_async_callback(self._tasks.close)
         self._tasks.spawn(self._restore(self.sessions, ids), name="restore")
         self._tasks.spawn(

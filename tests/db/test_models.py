@@ -14,6 +14,7 @@ from wagate.core.statuses import (
     LinkPolicy,
     MessageDirection,
     MessageStatus,
+    NodeState,
     WebhookFormat,
 )
 from wagate.db.database import Database
@@ -28,6 +29,7 @@ ENUM_CHECKS: dict[str, type[StrEnum]] = {
     "ck_webhook_deliveries_status": DeliveryStatus,
     "ck_messages_direction": MessageDirection,
     "ck_messages_status": MessageStatus,
+    "ck_nodes_state": NodeState,
 }
 
 

@@ -319,3 +319,62 @@ async def test_a_paused_node_is_fenced_out_by_the_epoch(backend: str, cluster: A
     seen = await b.get_account(tenant, account["id"])
     assert (seen["status"], seen["node"]) == ("connected", "b")
     assert await incoming(b, tenant, "5511977770000", phone(3)) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_send_through_any_node_goes_out_through_the_owner(
+    backend: str, cluster: Any
+) -> None:
+    """Only the owner has the engine session: another node carries the send to it."""
+    c = await cluster(backend)
+    (_, a), (_, b) = c.add("a"), c.add("b")
+    tenant = await a.tenant()
+    account = await a.account(tenant)
+    await a.link_phone(tenant, account["id"], phone(5))
+    path = f"/v1/accounts/{account['id']}/messages"
+    sent = []
+    for n in range(5):
+        body = {"to": "5511966660000", "text": f"hi {n}", "client_ref": f"ref-{n}"}
+        r = await b.http.post(path, json=body, headers=tenant.auth)
+        assert r.status_code == 202, r.text
+        sent.append(r.json())
+        # The same client_ref through the owner returns the same message, not a second one.
+        again = await a.http.post(path, json=body, headers=tenant.auth)
+        assert again.status_code == 202 and again.json()["id"] == r.json()["id"]
+
+    async def all_sent() -> bool:
+        for message in sent:
+            r = await b.http.get(f"{path}/{message['id']}", headers=tenant.auth)
+            if r.json()["status"] not in ("sent", "delivered", "read"):
+                return False
+        return True
+
+    await until(all_sent, 10, "the owner's engine sent every message")
+    # Not connected anywhere: the same 409 through either node.
+    r = await b.http.post(f"/v1/accounts/{account['id']}/stop", headers=tenant.auth)
+    assert r.status_code == 200
+    for api in (a, b):
+        r = await api.http.post(
+            path, json={"to": "5511966660000", "text": "x"}, headers=tenant.auth
+        )
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "conflict"
+
+
+async def test_a_node_with_another_secret_key_refuses_to_start(
+    fresh_database_url: Any, tmp_path: Path, servers: list[Server]
+) -> None:
+    """It would read every stored credential as corrupt and log its account out."""
+    url = await fresh_database_url("sqlite")
+    first = Server(url, tmp_path / "a", env={**CLUSTER_ENV, "WAGATE_NODE_NAME": "a"})
+    servers.append(first)
+    first.start()
+    other_key = {**CLUSTER_ENV, "WAGATE_NODE_NAME": "b", "WAGATE_SECRET_KEY": "another-key-0000"}
+    second = Server(url, tmp_path / "b", env=other_key)
+    servers.append(second)
+    with pytest.raises(AssertionError, match="exited early") as refused:
+        second.start()
+    message = str(refused.value)
+    assert "WAGATE_SECRET_KEY differs from node 'a'" in message
+    assert "Traceback" not in message
+    assert "another-key-0000" not in message

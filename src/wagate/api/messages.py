@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from wagate.api.deps import CallerDep, ManagerDep, SessionDep
+from wagate.api import forward
+from wagate.api.deps import CallerDep, GatewayDep, ManagerDep, SessionDep
 from wagate.api.schemas import NO_NUL, ErrorBody, MessageText
 from wagate.core.statuses import MessageDirection, MessageStatus
 from wagate.db.models import Message
@@ -110,11 +111,20 @@ router = APIRouter(
     },
 )
 async def send_message(
-    account_id: str, body: MessageCreate, caller: CallerDep, manager: ManagerDep
-) -> MessageOut:
+    account_id: str,
+    body: MessageCreate,
+    caller: CallerDep,
+    manager: ManagerDep,
+    gateway: GatewayDep,
+    request: Request,
+) -> MessageOut | Response:
     """Send a text. The answer is the queued message; its status then moves to ``sent``,
     ``delivered`` and ``read`` (``message.status`` events). A ``client_ref`` seen before
-    returns that message instead of sending again."""
+    returns that message instead of sending again. Through any node: the node serving the
+    account sends it."""
+    carried = await forward.to_owner(request, gateway, account_id)
+    if carried is not None:
+        return carried
     message = await sending.send(
         manager, caller, account_id, body.to, body.text, client_ref=body.client_ref
     )

@@ -59,7 +59,7 @@ def serve(
     """Run the gateway: apply migrations, restore sessions, serve the HTTP API."""
     from wagate.api.app import create_app
     from wagate.api.server import server
-    from wagate.gateway import build_engine
+    from wagate.gateway import build_engine, preflight
     from wagate.logs import configure
 
     overrides: dict[str, object] = {}
@@ -74,10 +74,13 @@ def serve(
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
         build_engine(settings)
+        asyncio.run(preflight(settings))
     except WagateError as exc:
         raise _fail(exc.message) from None
     except ValueError as exc:
         raise _fail(str(exc)) from None
+    except Exception as exc:  # the database's own message is what the user needs
+        raise _fail(f"could not open the database: {exc}") from None
     configure(settings.log_format, settings.log_level)
     # Ends open event streams as soon as shutdown begins (see wagate.api.server).
     running = server(

@@ -343,6 +343,8 @@ class Node(Base):
     pid: Mapped[int | None] = mapped_column(Integer, default=None)
     # ``Cipher.fingerprint`` of the node's secret key: every node of a cluster needs the same.
     key_fingerprint: Mapped[str | None] = mapped_column(String(16), default=None)
+    # Where the other nodes reach this node's API, to carry it a command for a session it serves.
+    url: Mapped[str | None] = mapped_column(String(255), default=None)
 
     __table_args__ = (CheckConstraint(f"state IN ({NODE_SQL})", name="state"),)
 

@@ -52,21 +52,12 @@ async def join(
     host: str | None = None,
     pid: int | None = None,
     key_fingerprint: str | None = None,
+    url: str | None = None,
 ) -> None:
     """Register ``node`` as live (again, when a node of that name ran before). Refused with
     ``ConfigError`` when another node of the cluster encrypts with another secret key."""
     if key_fingerprint is not None:
-        query = select(Node.name).where(
-            Node.name != node,
-            Node.key_fingerprint.is_not(None),
-            Node.key_fingerprint != key_fingerprint,
-        )
-        other = (await session.execute(query.limit(1))).scalar_one_or_none()
-        if other is not None:
-            raise ConfigError(
-                f"this node's WAGATE_SECRET_KEY differs from node {other!r}'s: every node of a "
-                "cluster needs the same key (set WAGATE_SECRET_KEY, or share the key file)"
-            )
+        await check_key(session, node, key_fingerprint)
     row = await session.get(Node, node, with_for_update=True)
     if row is None:
         row = Node(name=node, started_at=now, last_seen_at=now, state=NodeState.LIVE)
@@ -74,8 +65,23 @@ async def join(
     row.started_at = now
     row.last_seen_at = now
     row.state = NodeState.LIVE
-    row.host, row.pid, row.key_fingerprint = host, pid, key_fingerprint
+    row.host, row.pid, row.key_fingerprint, row.url = host, pid, key_fingerprint, url
     await session.flush()
+
+
+async def check_key(session: AsyncSession, node: str, key_fingerprint: str) -> None:
+    """``ConfigError`` when another node of the cluster seals with another secret key."""
+    query = select(Node.name).where(
+        Node.name != node,
+        Node.key_fingerprint.is_not(None),
+        Node.key_fingerprint != key_fingerprint,
+    )
+    other = (await session.execute(query.limit(1))).scalar_one_or_none()
+    if other is not None:
+        raise ConfigError(
+            f"this node's WAGATE_SECRET_KEY differs from node {other!r}'s: every node of a "
+            "cluster needs the same key (set WAGATE_SECRET_KEY, or share the key file)"
+        )
 
 
 async def neighbours(session: AsyncSession, node: str, host: str) -> dict[str, int]:
@@ -242,6 +248,17 @@ async def unserved(
         .order_by(Account.id)
     )
     return list((await session.execute(query)).scalars())
+
+
+async def owner(session: AsyncSession, account_id: str) -> tuple[str, str | None] | None:
+    """The live node serving the account, and the URL it is reached at; None when none."""
+    query = (
+        select(Node.name, Node.url)
+        .join(Lease, Lease.node == Node.name)
+        .where(Lease.account_id == account_id, Node.state == NodeState.LIVE)
+    )
+    row = (await session.execute(query)).one_or_none()
+    return None if row is None else (row[0], row[1])
 
 
 async def owners(session: AsyncSession, account_ids: list[str]) -> dict[str, str]:

@@ -45,12 +45,14 @@ class Node:
         manager: SessionManager,
         *,
         key_fingerprint: str | None = None,
+        url: str | None = None,
         reopen_concurrency: int = 32,
         scan_every: float = 1.0,
     ) -> None:
         self.mgr = manager
         self.name = manager.node
         self.key_fingerprint = key_fingerprint
+        self.url = url
         self.terms = manager.runtime.terms
         self.scan_every = min(scan_every, self.terms.renew_every)
         self._gate = asyncio.Semaphore(reopen_concurrency)
@@ -69,7 +71,9 @@ class Node:
 
         async def work(session: AsyncSession) -> list[str]:
             now = await db_clock(session)
-            await cluster.join(session, self.name, now, host, os.getpid(), self.key_fingerprint)
+            await cluster.join(
+                session, self.name, now, host, os.getpid(), self.key_fingerprint, self.url
+            )
             gone = [
                 name
                 for name, pid in (await cluster.neighbours(session, self.name, host)).items()

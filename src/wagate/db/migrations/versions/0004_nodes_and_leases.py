@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("host", sa.String(length=255), nullable=True),
         sa.Column("pid", sa.Integer(), nullable=True),
         sa.Column("key_fingerprint", sa.String(length=16), nullable=True),
+        sa.Column("url", sa.String(length=255), nullable=True),
         sa.CheckConstraint("state IN ('live', 'leaving', 'dead')", name=op.f("ck_nodes_state")),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_nodes")),
     )
