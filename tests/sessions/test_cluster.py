@@ -19,10 +19,11 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from tests.apiclient import ApiClient, Tenant
 from tests.conftest import ADMIN_KEY
-from tests.serve import Server
+from tests.serve import Server, free_port
 
 LEASE = 3.0
 # Slow enough that a QR code shown by the simulator stays valid through a failover.
@@ -108,11 +109,13 @@ async def account_events(api: ApiClient, tenant: Tenant, account_id: str) -> lis
     return events
 
 
-async def incoming(api: ApiClient, tenant: Tenant, sender: str, to: str) -> int:
+async def incoming(api: ApiClient, tenant: Tenant | None, sender: str, to: str) -> int:
     """A simulated phone writes to ``to`` through this node's simulator: how many devices got
-    it (those the node runs)."""
+    it (those the node runs). With no tenant, asked with the admin key, which needs no
+    database read (the node may be cut off from it)."""
     body = {"from": sender, "to": to, "text": "hello"}
-    r = await api.http.post("/v1/sim/messages", json=body, headers=tenant.auth)
+    headers = tenant.auth if tenant is not None else api.admin
+    r = await api.http.post("/v1/sim/messages", json=body, headers=headers)
     assert r.status_code == 200, r.text
     return int(r.json()["devices"])
 
@@ -378,3 +381,102 @@ async def test_a_node_with_another_secret_key_refuses_to_start(
     assert "WAGATE_SECRET_KEY differs from node 'a'" in message
     assert "Traceback" not in message
     assert "another-key-0000" not in message
+
+
+class Proxy:
+    """A TCP proxy on 127.0.0.1 in front of the database, that the test can cut and restore."""
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.port = free_port()
+        self.server: asyncio.Server | None = None
+        self.pipes: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.close()
+            return
+        self.pipes |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def cut(self) -> None:
+        """Refuse new connections and break every open one, as a network partition does."""
+        assert self.server is not None
+        self.server.close()
+        for writer in self.pipes:
+            writer.transport.abort()
+        self.pipes.clear()
+        await self.server.wait_closed()
+
+    async def close(self) -> None:
+        if self.server is not None and self.server.is_serving():
+            await self.cut()
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mysql"])
+async def test_a_node_cut_off_from_the_database_closes_its_sessions_first(
+    backend: str, fresh_database_url: Any, tmp_path: Path, servers: list[Server]
+) -> None:
+    """Its leases cannot be renewed: it closes its sessions before they expire, so the device is
+    never served by two nodes at once; the other node takes them; it rejoins when it can."""
+    url = make_url(await fresh_database_url(backend))
+    proxy = Proxy(url.host or "127.0.0.1", url.port or (5432 if backend == "postgres" else 3306))
+    await proxy.start()
+    behind_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    c = Cluster(behind_proxy, tmp_path, servers)
+    try:
+        # Started from a thread: the proxy runs on this test's event loop, which must not stop.
+        _, a = await asyncio.to_thread(c.add, "a")
+        c.url = url.render_as_string(hide_password=False)
+        _, b = await asyncio.to_thread(c.add, "b")
+        tenant = await a.tenant()
+        account = await a.account(tenant)
+        await a.link_phone(tenant, account["id"], phone(9))
+        assert await incoming(a, None, "5511977770000", phone(9)) == 1
+
+        await proxy.cut()
+        cut_at = time.monotonic()
+
+        async def closed_on_a() -> bool:
+            return await incoming(a, None, "5511977770000", phone(9)) == 0
+
+        closed_after = await until(closed_on_a, 4 * LEASE, "a closed its session")
+
+        async def taken() -> bool:
+            seen = await b.get_account(tenant, account["id"])
+            return bool(seen["status"] == "connected" and seen["node"] == "b")
+
+        await until(taken, 4 * LEASE + 10, "b took the session")
+        taken_after = time.monotonic() - cut_at
+        # Closed before its lease expired; taken only once it had.
+        assert closed_after < LEASE < taken_after
+        assert await incoming(b, tenant, "5511977770000", phone(9)) == 1
+
+        await proxy.start()
+
+        async def rejoined() -> bool:
+            return bool((await nodes_of(b))["a"]["state"] == "live")
+
+        await until(rejoined, 4 * LEASE, "a rejoined")
+        assert (await b.get_account(tenant, account["id"]))["node"] == "b"
+        assert await incoming(a, None, "5511977770000", phone(9)) == 0
+    finally:
+        await proxy.close()
+        for http in c.clients:
+            await http.aclose()
