@@ -202,6 +202,9 @@ async def test_sigkill_fails_over_without_a_new_link(backend: str, cluster: Any)
     await a.link(tenant, pending["id"])
     await a.qr(tenant, pending["id"])
 
+    # b may already have taken its share by handoff once it ran a whole lease.
+    on_a = {a_["id"] for a_ in served if (await b.get_account(tenant, a_["id"]))["node"] == "a"}
+    assert on_a
     server_a.kill()
 
     async def all_back() -> bool:
@@ -218,7 +221,7 @@ async def test_sigkill_fails_over_without_a_new_link(backend: str, cluster: Any)
             for e in await account_events(b, tenant, account["id"])
             if e["type"] == "account.status" and e["data"]["status"] == "reconnecting"
         ]
-        assert reasons == ["failover"]
+        assert reasons[-1] == ("failover" if account["id"] in on_a else "handoff")
         assert await incoming(b, tenant, "5511977770000", phone(n)) == 1
 
     async def interrupted() -> bool:
@@ -480,3 +483,37 @@ async def test_a_node_cut_off_from_the_database_closes_its_sessions_first(
         await proxy.close()
         for http in c.clients:
             await http.aclose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_joining_node_takes_its_share_by_handoff(backend: str, cluster: Any) -> None:
+    c = await cluster(backend)
+    _, a = c.add("a")
+    tenant = await a.tenant()
+    served = [await a.account(tenant, f"line {n}") for n in range(8)]
+    for n, account in enumerate(served):
+        await a.link_phone(tenant, account["id"], phone(n))
+    _, b = c.add("b")
+
+    async def shared() -> bool:
+        seen = [await b.get_account(tenant, account["id"]) for account in served]
+        nodes = {s["node"] for s in seen}
+        return nodes == {"a", "b"} and all(s["status"] == "connected" for s in seen)
+
+    # b takes a share once it has run a whole lease (a node that just started takes none).
+    await until(shared, 4 * LEASE + 10, "the sessions spread over both nodes")
+    for n, account in enumerate(served):
+        seen = await b.get_account(tenant, account["id"])
+        [attempt] = await b.attempts(tenant, account["id"])  # no new attempt, no QR code
+        assert attempt["outcome"] == "linked"
+        reasons = [
+            e["data"]["reason"]
+            for e in await account_events(b, tenant, account["id"])
+            if e["type"] == "account.status" and e["data"]["status"] == "reconnecting"
+        ]
+        assert reasons == (["handoff"] if seen["node"] == "b" else [])
+        owner, other = (a, b) if seen["node"] == "a" else (b, a)
+        assert await incoming(owner, tenant, "5511977770000", phone(n)) == 1
+        assert await incoming(other, tenant, "5511977770000", phone(n)) == 0
+    counts = {name: n["sessions_owned"] for name, n in (await nodes_of(a)).items()}
+    assert counts["a"] + counts["b"] == len(served) and min(counts.values()) > 0

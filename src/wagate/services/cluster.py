@@ -130,10 +130,15 @@ async def bury(session: AsyncSession, now: datetime, terms: LeaseTerms) -> list[
     return names
 
 
-async def live_nodes(session: AsyncSession, now: datetime, terms: LeaseTerms) -> list[str]:
-    """Nodes that heartbeat and take sessions (not leaving, not silent)."""
+async def live_nodes(
+    session: AsyncSession, now: datetime, terms: LeaseTerms, settled: float = 0.0
+) -> list[str]:
+    """Nodes that heartbeat and take sessions (not leaving, not silent); with ``settled``, only
+    those that have run at least that many seconds."""
     cutoff = now - timedelta(seconds=terms.silent_after)
     query = select(Node.name).where(Node.state == NodeState.LIVE, Node.last_seen_at >= cutoff)
+    if settled:
+        query = query.where(Node.started_at <= now - timedelta(seconds=settled))
     return sorted((await session.execute(query)).scalars())
 
 
@@ -272,15 +277,15 @@ async def owners(session: AsyncSession, account_ids: list[str]) -> dict[str, str
     return {account_id: node for account_id, node in rows if node is not None}
 
 
+async def held_counts(session: AsyncSession) -> dict[str, int]:
+    """How many leases each node holds."""
+    query = select(Lease.node, func.count()).where(Lease.node.is_not(None)).group_by(Lease.node)
+    return {node: int(n) for node, n in (await session.execute(query)).all() if node is not None}
+
+
 async def nodes(session: AsyncSession) -> list[NodeInfo]:
     """Every node the cluster has seen, with the leases each holds."""
-    counts = dict(
-        (
-            await session.execute(
-                select(Lease.node, func.count()).where(Lease.node.is_not(None)).group_by(Lease.node)
-            )
-        ).all()
-    )
+    counts = await held_counts(session)
     rows = (await session.execute(select(Node).order_by(Node.started_at, Node.name))).scalars()
     return [
         NodeInfo(n.name, n.state, n.started_at, n.last_seen_at, int(counts.get(n.name, 0)))

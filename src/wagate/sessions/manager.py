@@ -488,6 +488,33 @@ class SessionManager:
             if account_id not in self.held:
                 await self.db.run(lambda s: cluster.release(s, account_id, self.node))
 
+    async def hand_off(self, account_id: str) -> bool:
+        """Close this node's session of a connected account and release its lease, so the node
+        placement gives it reopens it: its status stays ``connected``, its credentials are
+        kept, and it is closed here before any other node may take it."""
+        async with self._lock(account_id):
+            epoch = self.held.get(account_id)
+            if epoch is None:
+                return False
+
+            async def serving(session: AsyncSession) -> bool:
+                account = await session.get(Account, account_id)
+                connected = account is not None and account.status == S.CONNECTED
+                return connected and await cluster.holds(session, account_id, self.node, epoch)
+
+            if not await self.db.run(serving):
+                return False
+            del self.held[account_id]
+            try:
+                await self.call(self.engine.disconnect(account_id))
+            except WagateError:
+                # Maybe still connected: keep serving it rather than risk two connections.
+                log.warning("session not closed for a handoff", extra={"account_id": account_id})
+                self.held[account_id] = epoch
+                return False
+            await self.db.run(lambda s: cluster.release(s, account_id, self.node))
+            return True
+
     def let_go_all(self) -> int:
         """Close every session here without the database (self-fencing); how many."""
         ids = list(self.held)

@@ -35,6 +35,9 @@ from wagate.sessions.manager import SessionManager
 log = logging.getLogger("wagate.cluster")
 # Accounts taken over in one transaction.
 TAKE_BATCH = 64
+# Sessions handed to a node that joined, per heartbeat: at least this many, or a tenth of those
+# held, so a join moves sessions steadily, never all at once.
+HANDOFF_BATCH = 16
 
 
 class Node:
@@ -107,13 +110,18 @@ class Node:
         """Heartbeat and renew; then let go what this node no longer holds, and give back what
         the database says it holds but nothing here serves."""
 
-        async def work(session: AsyncSession) -> dict[str, int]:
+        async def work(session: AsyncSession) -> tuple[dict[str, int], dict[str, int]]:
             now = await db_clock(session)
             await cluster.heartbeat(session, self.name, now)
-            return await cluster.renew(session, self.name, now, self.terms)
+            still = await cluster.renew(session, self.name, now, self.terms)
+            # Nodes that have run a whole lease take a share; a node that just started, and may
+            # fail again at once, does not.
+            settled = await cluster.live_nodes(session, now, self.terms, self.terms.seconds)
+            counts = await cluster.held_counts(session)
+            return still, {node: counts.get(node, 0) for node in settled}
 
         sent = time.monotonic()
-        still = await self.mgr.db.run(work)
+        still, settled = await self.mgr.db.run(work)
         self._renewed_at = sent
         self._fenced = False
         for account_id, epoch in list(self.mgr.held.items()):
@@ -121,6 +129,26 @@ class Node:
                 await self.mgr.recheck(account_id)
         for account_id in still.keys() - self.mgr.held.keys():
             await self.mgr.give_back(account_id)
+        await self._rebalance({**settled, self.name: len(self.mgr.held)})
+
+    async def _rebalance(self, counts: dict[str, int]) -> int:
+        """Past its fair share of the sessions the settled nodes hold (one joined), hand the
+        excess over to the nodes placement gives them: each is closed here and its lease
+        released, and that node reopens it (``handoff``). A little over the share is kept, so
+        sessions linked through one node or another do not move back and forth."""
+        held = len(self.mgr.held)
+        share = -(-sum(counts.values()) // len(counts))
+        excess = held - share - max(1, share // 20)
+        if excess <= 0:
+            return 0
+        moving = [a for a in self.mgr.held if place(a, counts) != self.name]
+        limit = min(excess, max(HANDOFF_BATCH, held // 10))
+        moved = 0
+        for account_id in moving[:limit]:
+            moved += await self.mgr.hand_off(account_id)
+        if moved:
+            log.info("sessions handed over", extra={"node": self.name, "accounts": moved})
+        return moved
 
     def _fence_if_stale(self) -> None:
         """No renewal for two thirds of the lease: the others may soon take these sessions, so
