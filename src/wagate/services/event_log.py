@@ -56,7 +56,13 @@ async def page(
     if not rows or session.get_bind().dialect.name == "sqlite":
         return rows
     horizon = await settled_horizon(session, after, rows, utcnow())
-    return [row for row in rows if row.id <= horizon]
+    if horizon <= after:
+        return []
+    # Read again up to the horizon: each statement of a READ COMMITTED session sees what has
+    # committed by then, so events that committed between the first read and the horizon's
+    # (filling the gap the horizon then found filled) are in this read and were not in the
+    # first; handing out the first read would skip them for ever.
+    return await _rows(session, query.where(Event.id <= horizon))
 
 
 async def account_events(
