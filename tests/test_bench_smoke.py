@@ -71,3 +71,17 @@ def test_host_memory_bench_reports() -> None:
     assert isinstance(steps, list) and [s["clients"] for s in steps] == [0, 1, 2]
     assert all(s["VmRSS"] > 0 and s["Threads"] > 0 for s in steps)
     assert isinstance(report["rss_mib_per_client"], int | float)
+
+
+@pytest.mark.services
+@pytest.mark.timeout(240)
+def test_cluster_bench_reports() -> None:
+    from tests.conftest import service_url
+
+    report = run_bench(
+        "cluster.py", "--accounts", "6", "--lease", "3", "--database-url", service_url("postgres")
+    )
+    assert report["sessions"] == 6
+    assert report["sessions_owned_a"] + report["sessions_owned_b"] == 6  # type: ignore[operator]
+    assert report["failed_over"] == report["sessions_owned_a"]
+    assert report["failover_seconds"] > 0  # type: ignore[operator]

@@ -110,6 +110,15 @@ async def account_events(api: ApiClient, tenant: Tenant, account_id: str) -> lis
     return events
 
 
+async def reconnect_reasons(api: ApiClient, tenant: Tenant, account_id: str) -> list[str]:
+    """Why the account went ``reconnecting``, each time it did, oldest first."""
+    return [
+        e["data"]["reason"]
+        for e in await account_events(api, tenant, account_id)
+        if e["type"] == "account.status" and e["data"]["status"] == "reconnecting"
+    ]
+
+
 async def incoming(api: ApiClient, tenant: Tenant | None, sender: str, to: str) -> int:
     """A simulated phone writes to ``to`` through this node's simulator: how many devices got
     it (those the node runs). With no tenant, asked with the admin key, which needs no
@@ -217,11 +226,7 @@ async def test_sigkill_fails_over_without_a_new_link(backend: str, cluster: Any)
     for n, account in enumerate(served):
         [attempt] = await b.attempts(tenant, account["id"])  # no new attempt, no QR code
         assert attempt["outcome"] == "linked"
-        reasons = [
-            e["data"]["reason"]
-            for e in await account_events(b, tenant, account["id"])
-            if e["type"] == "account.status" and e["data"]["status"] == "reconnecting"
-        ]
+        reasons = await reconnect_reasons(b, tenant, account["id"])
         assert reasons[-1] == ("failover" if account["id"] in on_a else "handoff")
         assert await incoming(b, tenant, "5511977770000", phone(n)) == 1
 
@@ -261,11 +266,7 @@ async def test_sigterm_hands_sessions_over_at_once(backend: str, cluster: Any) -
     seconds = await until(all_back, LEASE, "a's sessions handed to b")
     assert seconds < LEASE
     for account in served:
-        reasons = [
-            e["data"]["reason"]
-            for e in await account_events(b, tenant, account["id"])
-            if e["type"] == "account.status" and e["data"]["status"] == "reconnecting"
-        ]
+        reasons = await reconnect_reasons(b, tenant, account["id"])
         assert reasons == ["handoff"]
     assert (await nodes_of(b))["a"]["state"] == "dead"
 
@@ -513,11 +514,7 @@ async def test_a_joining_node_takes_its_share_by_handoff(backend: str, cluster: 
         seen = await b.get_account(tenant, account["id"])
         [attempt] = await b.attempts(tenant, account["id"])  # no new attempt, no QR code
         assert attempt["outcome"] == "linked"
-        reasons = [
-            e["data"]["reason"]
-            for e in await account_events(b, tenant, account["id"])
-            if e["type"] == "account.status" and e["data"]["status"] == "reconnecting"
-        ]
+        reasons = await reconnect_reasons(b, tenant, account["id"])
         assert reasons == (["handoff"] if seen["node"] == "b" else [])
         owner, other = (a, b) if seen["node"] == "a" else (b, a)
         assert await incoming(owner, tenant, "5511977770000", phone(n)) == 1

@@ -60,7 +60,15 @@ _CLOCK = {
 
 
 async def db_clock(session: AsyncSession) -> datetime:
-    """The database's current time, aware UTC."""
+    """The database's time, aware UTC: read once per transaction of ``Database.run`` (the
+    transaction's time, as every lease it takes or renews expires from it)."""
+    tx = notes.of(session)
+    if tx.clock is None:
+        tx.clock = await _read_clock(session)
+    return tx.clock
+
+
+async def _read_clock(session: AsyncSession) -> datetime:
     backend = session.get_bind().dialect.name
     value = (await session.execute(text(_CLOCK.get(backend, _CLOCK["mysql"])))).scalar_one()
     if isinstance(value, str):

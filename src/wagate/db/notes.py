@@ -60,6 +60,8 @@ class Notes:
     # Leases the transaction took (account → epoch) or let go (→ None): the session manager
     # records them as its own once the transaction has committed.
     leases: dict[str, int | None] = field(default_factory=dict)
+    # The database's clock, read once for the transaction's leases (``db_clock``).
+    clock: datetime | None = None
 
 
 def start(session: AsyncSession, birth_lease: float | None) -> Notes:
