@@ -46,6 +46,15 @@ async def wait_all_connected(http: httpx.AsyncClient, n: int, timeout: float) ->
     return time.monotonic() - started
 
 
+async def wait_ready(http: httpx.AsyncClient, timeout: float) -> None:
+    """Until ``/readyz`` answers 200: the database answers and restoration has finished."""
+    deadline = time.monotonic() + timeout
+    while (await http.get("/readyz")).status_code != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not ready after {timeout} s")
+        await asyncio.sleep(0.1)
+
+
 async def link_one(http: httpx.AsyncClient, auth: dict[str, str], n: int) -> int:
     """Link one account; returns how many requests it took (the QR is polled at 10 Hz)."""
     requests = 3
@@ -94,6 +103,9 @@ async def run(accounts: int, database_url: str | None, concurrency: int) -> dict
             gateway.kill()
             gateway.start()
             restart_to_http = time.monotonic() - gateway.started_at
+            # Restoration runs in the background once HTTP answers: ready when it has finished
+            # (until then the database may still say "connected" of sessions not yet reopened).
+            await wait_ready(http, timeout=600)
             await wait_all_connected(http, accounts, timeout=600)
             restore_seconds = time.monotonic() - gateway.started_at
             restore_cpu = cpu_seconds(gateway.pid)  # the new process: all of it since start

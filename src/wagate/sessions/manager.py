@@ -424,6 +424,7 @@ class SessionManager:
                 results: dict[str, T] = {}
                 effects: list[Effect] = []
                 now = utcnow()
+                await cluster.load_leases(session, ids)
                 for account in (await session.execute(query)).scalars():
                     ctx = Ctx(session, account, None, now, self.runtime)
                     results[account.id] = await self._act(ctx, act)
