@@ -216,6 +216,8 @@ class Gateway:
             self.metrics.restore_seconds.set(report.seconds)
         finally:
             self.restored.set()
+            if self.node is not None:
+                self.node.start_scanning()
 
     @property
     def admin_key(self) -> str | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -61,12 +63,24 @@ async def test_sigkill_restores_every_account_by_id(  # type: ignore[no-untyped-
     server.kill()
     server.start()
 
+    async def restored() -> bool:
+        return (await api.http.get("/readyz")).status_code == 200
+
+    deadline = time.monotonic() + 30
+    while not await restored():
+        assert time.monotonic() < deadline, "restoration did not finish"
+        await asyncio.sleep(0.05)
     for n, account in enumerate(accounts):
         back = await api.wait_status(tenant, account["id"], "connected")
         assert back["phone"] == phone(n)
         # The same one linked attempt, no new one and no code shown since.
         [attempt] = await api.attempts(tenant, account["id"])
         assert attempt["outcome"] == "linked" and [attempt] == before[account["id"]]
+        # A live session in the new process (the database alone would still say "connected"):
+        # a message to the number reaches the device.
+        body = {"from": "5511977770000", "to": phone(n), "text": "back?"}
+        r = await api.http.post("/v1/sim/messages", json=body, headers=tenant.auth)
+        assert r.json()["devices"] == 1, r.text
     [interrupted] = await api.attempts(tenant, pending["id"])
     assert interrupted["outcome"] == "interrupted"
     assert (await api.get_account(tenant, pending["id"]))["status"] == "unlinked"

@@ -92,8 +92,14 @@ class Node:
         log.info("node joined", extra={"node": self.name, "gone": gone})
 
     def start(self) -> None:
+        """Heartbeat and renew from now on."""
         self._tasks.spawn(self._every(self.terms.renew_every, self.beat), name="heartbeat")
-        self._tasks.spawn(self._every(self.scan_every, self.scan), name="takeover")
+
+    def start_scanning(self) -> None:
+        """Take what no live node serves from now on: once restoration at start has finished,
+        so the two never reopen the same account at once."""
+        if not self._closed:
+            self._tasks.spawn(self._every(self.scan_every, self.scan), name="takeover")
 
     async def _every(self, seconds: float, step: Callable[[], Awaitable[object]]) -> None:
         while True:
