@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wagate.api import forward
 from wagate.api.deps import CallerDep, GatewayDep, ManagerDep, SessionDep
 from wagate.api.schemas import (
     AccountCreate,
@@ -116,8 +117,12 @@ async def link(
 
 
 @router.delete("/{account_id}/link", response_model=AttemptOut)
-async def cancel_link(account_id: str, caller: CallerDep, manager: ManagerDep) -> AttemptOut:
-    """Cancel the open attempt."""
+async def cancel_link(
+    account_id: str, caller: CallerDep, manager: ManagerDep, gateway: GatewayDep, request: Request
+) -> AttemptOut | Response:
+    """Cancel the open attempt (through any node: the node running it cancels it)."""
+    if (carried := await forward.to_owner(request, gateway, account_id)) is not None:
+        return carried
     return AttemptOut.of(await linking.cancel_link(manager, caller, account_id))
 
 
@@ -176,9 +181,17 @@ async def attempts(
     responses={409: {"model": ErrorBody, "description": "Nothing to log out"}},
 )
 async def logout(
-    account_id: str, caller: CallerDep, manager: ManagerDep, session: SessionDep
-) -> AccountOut:
-    """Unlink: revoke the session with the server and delete its credentials."""
+    account_id: str,
+    caller: CallerDep,
+    manager: ManagerDep,
+    session: SessionDep,
+    gateway: GatewayDep,
+    request: Request,
+) -> AccountOut | Response:
+    """Unlink: revoke the session with the server and delete its credentials. Through any
+    node: the node serving the account closes its session at once."""
+    if (carried := await forward.to_owner(request, gateway, account_id)) is not None:
+        return carried
     [out] = await _out(session, [await commands.logout(manager, caller, account_id)])
     return out
 
@@ -189,9 +202,17 @@ async def logout(
     responses={409: {"model": ErrorBody, "description": "Not running"}},
 )
 async def stop(
-    account_id: str, caller: CallerDep, manager: ManagerDep, session: SessionDep
-) -> AccountOut:
-    """Park the session, keeping its credentials (idempotent)."""
+    account_id: str,
+    caller: CallerDep,
+    manager: ManagerDep,
+    session: SessionDep,
+    gateway: GatewayDep,
+    request: Request,
+) -> AccountOut | Response:
+    """Park the session, keeping its credentials (idempotent). Through any node: the node
+    serving the account closes its session at once."""
+    if (carried := await forward.to_owner(request, gateway, account_id)) is not None:
+        return carried
     [out] = await _out(session, [await commands.stop(manager, caller, account_id)])
     return out
 
@@ -210,8 +231,12 @@ async def start(
 
 
 @router.delete("/{account_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_account(account_id: str, caller: CallerDep, manager: ManagerDep) -> Response:
+async def delete_account(
+    account_id: str, caller: CallerDep, manager: ManagerDep, gateway: GatewayDep, request: Request
+) -> Response:
     """Log out if linked, delete the credentials, remove the account."""
+    if (carried := await forward.to_owner(request, gateway, account_id)) is not None:
+        return carried
     manager.check_accepting()
     await commands.delete(manager, caller, account_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
