@@ -147,7 +147,9 @@ class Node:
         excess = held - share - max(1, share // 20)
         if excess <= 0:
             return 0
-        moving = [a for a in self.mgr.held if place(a, counts) != self.name]
+        # Open attempts never move (their codes would die with the session here).
+        showing = self.mgr.live_codes
+        moving = [a for a in self.mgr.held if a not in showing and place(a, counts) != self.name]
         limit = min(excess, max(HANDOFF_BATCH, held // 10))
         moved = 0
         for account_id in moving[:limit]:
