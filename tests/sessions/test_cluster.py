@@ -110,6 +110,22 @@ async def account_events(api: ApiClient, tenant: Tenant, account_id: str) -> lis
     return events
 
 
+async def linked_through(api: ApiClient, tenant: Tenant, count: int) -> list[dict[str, Any]]:
+    """``count`` accounts linked (phones 0, 1, ...) through this node."""
+    accounts = [await api.account(tenant, f"line {n}") for n in range(count)]
+    for n, account in enumerate(accounts):
+        await api.link_phone(tenant, account["id"], phone(n))
+    return accounts
+
+
+async def all_served_by(
+    api: ApiClient, tenant: Tenant, accounts: list[dict[str, Any]], node: str
+) -> bool:
+    """Whether every one of ``accounts`` is connected and served by ``node``."""
+    seen = [await api.get_account(tenant, account["id"]) for account in accounts]
+    return all(s["status"] == "connected" and s["node"] == node for s in seen)
+
+
 async def reconnect_reasons(api: ApiClient, tenant: Tenant, account_id: str) -> list[str]:
     """Why the account went ``reconnecting``, each time it did, oldest first."""
     return [
@@ -205,9 +221,7 @@ async def test_sigkill_fails_over_without_a_new_link(backend: str, cluster: Any)
     server_a, a = c.add("a")
     _, b = c.add("b")
     tenant = await a.tenant()
-    served = [await a.account(tenant, f"line {n}") for n in range(4)]
-    for n, account in enumerate(served):
-        await a.link_phone(tenant, account["id"], phone(n))
+    served = await linked_through(a, tenant, 4)
     pending = await a.account(tenant, "pending")
     await a.link(tenant, pending["id"])
     await a.qr(tenant, pending["id"])
@@ -215,8 +229,7 @@ async def test_sigkill_fails_over_without_a_new_link(backend: str, cluster: Any)
     server_a.kill()
 
     async def all_back() -> bool:
-        seen = [await b.get_account(tenant, account["id"]) for account in served]
-        return all(s["status"] == "connected" and s["node"] == "b" for s in seen)
+        return await all_served_by(b, tenant, served, "b")
 
     seconds = await until(all_back, 4 * LEASE + 10, "a's sessions connected again on b")
     assert seconds < 4 * LEASE + 10
@@ -255,15 +268,12 @@ async def test_sigterm_hands_sessions_over_at_once(backend: str, cluster: Any) -
     server_a, a = c.add("a")
     _, b = c.add("b")
     tenant = await a.tenant()
-    served = [await a.account(tenant, f"line {n}") for n in range(3)]
-    for n, account in enumerate(served):
-        await a.link_phone(tenant, account["id"], phone(n))
+    served = await linked_through(a, tenant, 3)
 
     server_a.terminate()
 
     async def all_back() -> bool:
-        seen = [await b.get_account(tenant, account["id"]) for account in served]
-        return all(s["status"] == "connected" and s["node"] == "b" for s in seen)
+        return await all_served_by(b, tenant, served, "b")
 
     # Released at once on leaving: taken on b's next scan, long before the lease would expire.
     seconds = await until(all_back, LEASE, "a's sessions handed to b")
@@ -498,9 +508,7 @@ async def test_a_joining_node_takes_its_share_by_handoff(backend: str, cluster: 
     c = await cluster(backend)
     _, a = c.add("a")
     tenant = await a.tenant()
-    served = [await a.account(tenant, f"line {n}") for n in range(8)]
-    for n, account in enumerate(served):
-        await a.link_phone(tenant, account["id"], phone(n))
+    served = await linked_through(a, tenant, 8)
     _, b = c.add("b")
 
     async def shared() -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wagate.core.cluster import SESSION_STATUSES, LeaseTerms
@@ -157,7 +157,7 @@ async def take(
     if lease.node == node:
         lease.expires_at = until
         return lease.epoch
-    expired = lease.expires_at is None or lease.expires_at < now - timedelta(seconds=terms.margin)
+    expired = lease.expires_at is None or lease.expires_at < _takeover_cutoff(now, terms)
     if lease.node is not None and not expired:
         return None
     lease.node = node
@@ -209,6 +209,22 @@ async def renew(
     return {account_id: epoch for account_id, epoch in (await session.execute(query)).all()}
 
 
+def _takeover_cutoff(now: datetime, terms: LeaseTerms) -> datetime:
+    """A lease that expired before this may be taken by another node (the holder has had the
+    margin to close its session)."""
+    return now - timedelta(seconds=terms.margin)
+
+
+def _free(now: datetime, terms: LeaseTerms) -> ColumnElement[bool]:
+    """An account (outer-joined with its lease) that no node serves: no lease yet, a released
+    one, or one past its expiry and the margin."""
+    return or_(
+        Lease.account_id.is_(None),
+        Lease.node.is_(None),
+        Lease.expires_at < _takeover_cutoff(now, terms),
+    )
+
+
 async def orphans(
     session: AsyncSession, node: str, now: datetime, terms: LeaseTerms, limit: int = 500
 ) -> list[Orphan]:
@@ -221,11 +237,7 @@ async def orphans(
         .outerjoin(LinkAttempt, LinkAttempt.open_account_id == Account.id)
         .where(
             Account.status.in_(statuses),
-            or_(
-                Lease.account_id.is_(None),
-                Lease.node.is_(None),
-                Lease.expires_at < now - timedelta(seconds=terms.margin),
-            ),
+            _free(now, terms),
             or_(Lease.node.is_(None), Lease.node != node),
         )
         .order_by(Account.id)
@@ -251,12 +263,7 @@ async def unserved(
         .outerjoin(Lease, Lease.account_id == Account.id)
         .where(
             Account.status.in_([s.value for s in statuses]),
-            or_(
-                Lease.account_id.is_(None),
-                Lease.node.is_(None),
-                Lease.node == node,
-                Lease.expires_at < now - timedelta(seconds=terms.margin),
-            ),
+            or_(_free(now, terms), Lease.node == node),
         )
         .order_by(Account.id)
     )

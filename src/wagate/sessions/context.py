@@ -92,6 +92,16 @@ class Runtime:
         return delete
 
 
+async def claim_lease(session: AsyncSession, account_id: str, runtime: Runtime) -> int | None:
+    """Take (or renew) the account's lease for this node in the transaction, noted for the
+    manager to hold once it commits; its epoch, or None when another node holds it."""
+    now = await db_clock(session)
+    epoch = await cluster.take(session, account_id, runtime.node, now, runtime.terms)
+    if epoch is not None:
+        notes.of(session).leases[account_id] = epoch
+    return epoch
+
+
 @dataclass
 class Ctx:
     """One transaction on one account: the locked account, its open attempt, the clock, and
@@ -117,13 +127,7 @@ class Ctx:
     async def claim(self) -> bool:
         """Take (or renew) this account's lease for this node, in this transaction; False when
         another node holds it."""
-        now = await db_clock(self.session)
-        runtime = self.runtime
-        epoch = await cluster.take(self.session, self.account.id, runtime.node, now, runtime.terms)
-        if epoch is None:
-            return False
-        notes.of(self.session).leases[self.account.id] = epoch
-        return True
+        return await claim_lease(self.session, self.account.id, self.runtime) is not None
 
     def then_engine(self, coro_factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Call the engine once the transaction has committed."""

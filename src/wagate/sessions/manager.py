@@ -64,7 +64,7 @@ from wagate.services.accounts import get_account, lock_account
 from wagate.services.linking import abandon_link, open_attempt_of
 from wagate.services.messages import incoming_stored
 from wagate.sessions import handlers
-from wagate.sessions.context import Ctx, Effect, Live, Runtime
+from wagate.sessions.context import Ctx, Effect, Live, Runtime, claim_lease
 from wagate.stores.base import AuthStore
 
 log = logging.getLogger("wagate.sessions")
@@ -453,15 +453,15 @@ class SessionManager:
             if AccountStatus(status) not in SESSION_STATUSES:
                 await cluster.release(session, account_id)
                 tx.leases[account_id] = None
-            elif account_id not in self.held and not tx.leases.get(account_id):
-                now = await db_clock(session)
-                epoch = await cluster.take(session, account_id, self.node, now, self.runtime.terms)
-                if epoch is None:
-                    raise Conflict(
-                        "another gateway node serves this account; retry in a moment",
-                        account_id=account_id,
-                    )
-                tx.leases[account_id] = epoch
+            elif (
+                account_id not in self.held
+                and not tx.leases.get(account_id)
+                and await claim_lease(session, account_id, self.runtime) is None
+            ):
+                raise Conflict(
+                    "another gateway node serves this account; retry in a moment",
+                    account_id=account_id,
+                )
         return dict(tx.leases)
 
     def _adopt_leases(self, leases: Leases) -> None:
