@@ -27,6 +27,8 @@ async def to_owner(request: Request, gateway: Gateway, account_id: str) -> Respo
     should answer itself (it serves the account, nobody does, or the request was carried)."""
     if CARRIED_BY in request.headers or gateway.peers is None:
         return None
+    if gateway.sessions is not None and account_id in gateway.sessions.held:
+        return None  # served here: no need to ask the database (the common, one-node case)
     async with gateway.db.read_sessions() as session:
         owner = await cluster.owner(session, account_id)
     me = gateway.settings.node_name
