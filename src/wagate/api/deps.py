@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wagate.core.caller import Caller
@@ -15,6 +17,7 @@ from wagate.gateway import Gateway
 from wagate.services.keys import authenticate, hash_key
 from wagate.sessions.manager import SessionManager
 
+log = logging.getLogger("wagate.api")
 _bearer = HTTPBearer(auto_error=False, description="A workspace key or the admin key.")
 
 
@@ -37,8 +40,16 @@ ManagerDep = Annotated[SessionManager, Depends(get_manager)]
 
 async def get_session(gateway: GatewayDep) -> AsyncIterator[AsyncSession]:
     """A read session; writes go through ``Database.run`` so they retry lock conflicts."""
-    async with gateway.db.read_sessions() as session:
+    session = gateway.db.read_sessions()
+    try:
         yield session
+    finally:
+        try:
+            await session.close()
+        except (DBAPIError, OSError):
+            # The answer has gone out already; a connection lost meanwhile (the database out of
+            # reach) only fails the rollback of what was read, and the pool drops it.
+            log.warning("read session closed on a lost connection", exc_info=True)
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
