@@ -224,11 +224,8 @@ async def test_accounts_in_parallel_each_account_one_at_a_time(
         tenant = await api.tenant(webhook_url=receiver.url)
         accounts = [await api.account(tenant, f"line {n}") for n in range(3)]
         for n, account in enumerate(accounts):
-            await api.link(tenant, account["id"])
-            code = await api.qr(tenant, account["id"])
-            assert await api.scan(tenant, code["code"], f"55119{n:08d}") == "linked"
-        for account in accounts:
-            await api.wait_status(tenant, account["id"], "connected")
+            # Scans again if the 100x-fast code rotated away on a busy machine.
+            await api.link_phone(tenant, account["id"], f"55119{n:08d}")
         events = await all_events(api, tenant)
         await receiver.wait_for(lambda r: len(r.delivered) == len(events))
 
