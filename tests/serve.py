@@ -96,3 +96,55 @@ class Server:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+@dataclass
+class SimServerProcess:
+    """One ``wagate sim-server`` process: the simulated WhatsApp the nodes of a cluster share."""
+
+    log_dir: Path
+    time_scale: float = 0.2
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        env = {**os.environ, "WAGATE_SIM_TIME_SCALE": str(self.time_scale)}
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_dir / "sim-server.log"
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "wagate", "sim-server", "--port", str(self.port)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"sim-server exited early:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"sim-server not ready in {timeout} s:\n{log.read_text()}")
+
+    def stats(self) -> dict[str, int]:
+        r = httpx.get(f"{self.url}/stats", timeout=5.0)
+        assert r.status_code == 200, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)

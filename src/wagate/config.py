@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     sim_time_scale: float = Field(default=1.0, gt=0)
+    # A shared `wagate sim-server` (engine sim only); without it the simulator runs in-process.
+    sim_url: str | None = None
     restore_concurrency: int = Field(default=32, ge=1)
     webhook_max_attempts: int = Field(default=15, ge=1)
     webhook_retry_min_seconds: float = Field(default=1.0, gt=0)
@@ -66,7 +68,9 @@ class Settings(BaseSettings):
     # Session lease time-to-live; renewed every third of it.
     lease_seconds: float = Field(default=15.0, ge=1.0, le=3600.0)
 
-    @field_validator("admin_key", "secret_key", "redis_url", "node_name", "node_url", mode="before")
+    @field_validator(
+        "admin_key", "secret_key", "redis_url", "node_name", "node_url", "sim_url", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # An empty variable (WAGATE_ADMIN_KEY=) means "not set", never an empty secret.

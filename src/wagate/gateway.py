@@ -29,6 +29,7 @@ from wagate.db.bus import Wakeup
 from wagate.db.database import Commit, Database
 from wagate.engines.base import Engine
 from wagate.engines.sim import SimEngine, SimServer
+from wagate.engines.simclient import RemoteSimEngine, check_reachable
 from wagate.engines.whatsmeow.engine import INSTALL_HINT, WhatsmeowEngine
 from wagate.errors import EngineUnavailable
 from wagate.metrics import Metrics
@@ -52,7 +53,11 @@ log = logging.getLogger("wagate.gateway")
 def build_engine(settings: Settings) -> Engine:
     """The configured engine; never a silent fallback to the simulator."""
     if settings.engine == "sim":
+        if settings.sim_url:
+            return RemoteSimEngine(settings.sim_url)
         return SimEngine(SimServer(settings.sim_time_scale))
+    if settings.sim_url:
+        raise EngineUnavailable("WAGATE_SIM_URL is for the simulator: pass --engine sim with it")
     # The hosts load neonize, never this process; check here so the message comes at once.
     if importlib.util.find_spec("neonize") is None:
         raise EngineUnavailable(f"the whatsmeow engine is not installed; {INSTALL_HINT}")
@@ -80,7 +85,10 @@ def node_url(settings: Settings) -> str:
 
 async def preflight(settings: Settings) -> None:
     """What ``wagate serve`` checks before it starts serving, so a mistake is one clear line:
-    the database's schema is brought up to date, and this node's secret key is the cluster's."""
+    the database's schema is brought up to date, and this node's secret key is the cluster's;
+    a shared simulator must answer."""
+    if settings.engine == "sim" and settings.sim_url:
+        await check_reachable(settings.sim_url)
     db = Database(settings.database_url)
     try:
         await db.upgrade()

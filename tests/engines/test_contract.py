@@ -1,4 +1,5 @@
-"""The Engine contract (DESIGN §4), run against every engine: the simulator and the real
+"""The Engine contract (DESIGN §4), run against every engine: the simulator in-process, the
+simulator shared through a sim-server (``RemoteSimEngine`` over its WebSocket), and the real
 whatsmeow engine, offline.
 
 The whatsmeow engine here is the real one: ``WhatsmeowEngine`` starting engine-host subprocesses
@@ -22,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from tests.whatsmeow_support import require_neonize
 from wagate.core.states import LinkMethod
@@ -38,6 +40,8 @@ from wagate.engines.base import (
     QrCode,
 )
 from wagate.engines.sim import QR_LIFETIMES, ScanResult, SimEngine, SimServer
+from wagate.engines.simclient import RemoteSimEngine
+from wagate.engines.simserver import build_app
 from wagate.engines.whatsmeow.adapter import credentials_blob
 from wagate.engines.whatsmeow.engine import WhatsmeowEngine
 from wagate.errors import EngineUnavailable, WagateError
@@ -137,7 +141,10 @@ class Harness:
 Factory = Callable[..., Awaitable[Harness]]
 
 
-@pytest.fixture(params=["sim", "whatsmeow"])
+SIMULATORS = ("sim", "sim-server")
+
+
+@pytest.fixture(params=["sim", "sim-server", "whatsmeow"])
 def engine_kind(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
     if kind == "whatsmeow":
@@ -150,14 +157,24 @@ async def make_engine(engine_kind: str, tmp_path: Path) -> AsyncIterator[Factory
     """A factory: ``await make_engine(start=True)`` → a ``Harness`` of the parametrized engine;
     every engine it made is closed after the test."""
     made: list[Harness] = []
+    runners: list[web.AppRunner] = []
+
+    async def shared(server: SimServer) -> RemoteSimEngine:
+        """An engine of a sim-server serving ``server`` on a free local port."""
+        runner = web.AppRunner(build_app(server))
+        await runner.setup()
+        runners.append(runner)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        return RemoteSimEngine(f"http://{host}:{port}")
 
     async def make(*, start: bool = True) -> Harness:
         recorder = Recorder()
-        if engine_kind == "sim":
+        if engine_kind in SIMULATORS:
             server = SimServer(SIM_SCALE)
             harness = Harness(
-                "sim",
-                SimEngine(server),
+                engine_kind,
+                SimEngine(server) if engine_kind == "sim" else await shared(server),
                 recorder,
                 server,
                 link_bound=1.0,
@@ -189,6 +206,8 @@ async def make_engine(engine_kind: str, tmp_path: Path) -> AsyncIterator[Factory
     yield make
     for harness in reversed(made):
         await harness.engine.close()
+    for runner in runners:
+        await runner.cleanup()
 
 
 @pytest.fixture
@@ -266,7 +285,7 @@ async def test_link_reports_a_code_or_its_end_for_that_account_only(engine: Harn
         else:
             assert ends_link(outcome), (account_id, outcome)
 
-    if h.kind == "sim":
+    if h.kind in SIMULATORS:
         # The simulator shows a code at once; each account has its own.
         assert all(isinstance(o, QrCode) for o in outcomes.values())
         codes = {o.code for o in outcomes.values() if isinstance(o, QrCode)}
@@ -348,6 +367,9 @@ EXPECTED_CONNECT: dict[tuple[str, str], EngineEvent | type[WagateError]] = {
     ("sim", "text"): LoggedOut("credentials_rejected"),
     ("sim", "binary"): LoggedOut("credentials_rejected"),
     ("sim", "missing-device"): LoggedOut("credentials_rejected"),
+    ("sim-server", "text"): LoggedOut("credentials_rejected"),
+    ("sim-server", "binary"): LoggedOut("credentials_rejected"),
+    ("sim-server", "missing-device"): LoggedOut("credentials_rejected"),
     # The engine host refuses a blob it cannot read; the call fails, nothing is reported.
     ("whatsmeow", "text"): EngineUnavailable,
     # Fails today: WhatsmeowEngine.connect decodes the blob as UTF-8 before any check and lets

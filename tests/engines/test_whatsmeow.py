@@ -39,7 +39,8 @@ from wagate.engines.base import (
     Reopen,
     Replaced,
 )
-from wagate.engines.whatsmeow.adapter import from_wire, read_credentials
+from wagate.engines.whatsmeow.adapter import read_credentials
+from wagate.engines.wire import from_wire
 
 PHONE = "5511999990000"
 

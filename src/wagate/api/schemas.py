@@ -392,3 +392,19 @@ class DevicesOut(BaseModel):
     model_config = example({"devices": 1})
 
     devices: int = Field(description="Linked devices of the phone that were affected.")
+
+
+class SimStatsOut(BaseModel):
+    model_config = example(
+        {"devices": 300, "connected": 298, "peak_connections_per_device": 1, "replaced_total": 0}
+    )
+
+    devices: int = Field(description="Linked devices not logged out.")
+    connected: int = Field(description="Devices with a live connection now.")
+    peak_connections_per_device: int = Field(
+        description="The most connections one device ever had at once (1 unless a device was "
+        "opened twice, e.g. from two nodes)."
+    )
+    replaced_total: int = Field(
+        description="Connections closed because the same device connected again."
+    )

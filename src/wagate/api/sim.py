@@ -1,10 +1,9 @@
 """Simulator controls (engine ``sim``): phones scan codes, type pairing codes, log out, lose the
 network; faults are switched on and off. Any valid key may use them: they act on the simulator,
-and a phone's actions (log out, network flap, a message) reach only the caller's workspace."""
+and a phone's actions (log out, network flap, a message) reach only the caller's workspace.
+With ``WAGATE_SIM_URL`` they reach the shared sim-server, so they work alike on every node."""
 
 from __future__ import annotations
-
-from dataclasses import asdict
 
 from fastapi import APIRouter
 
@@ -18,9 +17,10 @@ from wagate.api.schemas import (
     ScanOut,
     ScanRequest,
     SimMessageRequest,
+    SimStatsOut,
 )
 from wagate.core.caller import Caller
-from wagate.engines.sim import SimEngine
+from wagate.engines.simclient import SimControls, sim_controls
 from wagate.errors import NotFound
 from wagate.gateway import Gateway
 from wagate.services.accounts import account_ids
@@ -35,35 +35,33 @@ router = APIRouter(
 )
 
 
-def _sim(gateway: GatewayDep) -> SimEngine:
-    engine = gateway.engine
-    if not isinstance(engine, SimEngine):
+def _sim(gateway: GatewayDep) -> SimControls:
+    controls = sim_controls(gateway.engine)
+    if controls is None:
         raise NotFound("the simulator routes exist only with the sim engine")
-    return engine
+    return controls
 
 
-async def _reachable(gateway: Gateway, caller: Caller) -> set[str] | None:
+async def _reachable(gateway: Gateway, caller: Caller) -> list[str] | None:
     """The accounts a simulated phone may reach for this caller: a workspace key touches only
     its own workspace's devices (the admin key, all), so no tenant can disturb another."""
     if caller.is_admin:
         return None
     assert caller.workspace_id is not None
     async with gateway.db.read_sessions() as session:
-        return await account_ids(session, caller.workspace_id)
+        return sorted(await account_ids(session, caller.workspace_id))
 
 
 @router.post("/scan", response_model=ScanOut)
 async def scan(body: ScanRequest, caller: CallerDep, gateway: GatewayDep) -> ScanOut:
     """A simulated phone scans a QR string; the answer is what the phone would show."""
-    result = _sim(gateway).server.scan(body.code, body.phone)
-    return ScanOut(result=result.value)
+    return ScanOut(result=await _sim(gateway).scan(body.code, body.phone))
 
 
 @router.post("/pair", response_model=ScanOut)
 async def pair(body: ScanRequest, caller: CallerDep, gateway: GatewayDep) -> ScanOut:
     """A simulated phone's user types a pairing code."""
-    result = _sim(gateway).server.enter_pair_code(body.code, body.phone)
-    return ScanOut(result=result.value)
+    return ScanOut(result=await _sim(gateway).pair(body.code, body.phone))
 
 
 @router.post("/faults", response_model=FaultsOut)
@@ -71,8 +69,8 @@ async def faults(body: FaultsRequest, caller: CallerDep, gateway: GatewayDep) ->
     """Switch simulated faults for one phone (``phone``) or globally; fields left out keep their
     value. Any valid key may do this: it changes only the simulator, never a real account."""
     changes = body.model_dump(exclude={"phone"}, exclude_none=True)
-    current = _sim(gateway).server.set_faults(body.phone, **changes)
-    return FaultsOut(phone=body.phone, **asdict(current))
+    current = await _sim(gateway).set_faults(body.phone, changes)
+    return FaultsOut(phone=body.phone, **current)
 
 
 @router.post("/messages", response_model=DevicesOut)
@@ -82,19 +80,26 @@ async def incoming_message(
     """A simulated phone (``from``) sends a text to a number (``to``), ``count`` times at once;
     every account linked to that number receives each as ``message.received``."""
     only = await _reachable(gateway, caller)
-    server = _sim(gateway).server
-    return DevicesOut(devices=server.incoming(body.sender, body.to, body.text, only, body.count))
+    devices = await _sim(gateway).incoming(body.sender, body.to, body.text, only, body.count)
+    return DevicesOut(devices=devices)
 
 
 @router.post("/phones/{phone}/logout", response_model=DevicesOut)
 async def phone_logout(phone: Phone, caller: CallerDep, gateway: GatewayDep) -> DevicesOut:
     """The phone logs out every linked device (Settings → Linked devices → Log out)."""
     only = await _reachable(gateway, caller)
-    return DevicesOut(devices=_sim(gateway).server.phone_logout(phone, only))
+    return DevicesOut(devices=await _sim(gateway).phone_logout(phone, only))
 
 
 @router.post("/phones/{phone}/flap", response_model=DevicesOut)
 async def phone_flap(phone: Phone, caller: CallerDep, gateway: GatewayDep) -> DevicesOut:
     """The network of every device linked to the phone drops once; they reconnect."""
     only = await _reachable(gateway, caller)
-    return DevicesOut(devices=_sim(gateway).server.network_flap(phone, only))
+    return DevicesOut(devices=await _sim(gateway).network_flap(phone, only))
+
+
+@router.get("/stats", response_model=SimStatsOut)
+async def stats(caller: CallerDep, gateway: GatewayDep) -> SimStatsOut:
+    """The simulator's counters: devices, live connections, and whether any device was ever
+    connected twice at once (the shared sim-server's ``GET /stats``)."""
+    return SimStatsOut(**await _sim(gateway).stats())

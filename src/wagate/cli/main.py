@@ -134,5 +134,37 @@ def demo(
     asyncio.run(run_demo(Console(), time_scale))
 
 
+@app.command("sim-server")
+def sim_server(
+    host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Listen port.")] = 8090,
+) -> None:
+    """Run one simulated WhatsApp for every gateway node started with WAGATE_SIM_URL; its clock
+    runs at WAGATE_SIM_TIME_SCALE."""
+    from aiohttp import web
+
+    from wagate.engines.sim import SimServer
+    from wagate.engines.simserver import build_app
+    from wagate.logs import configure
+
+    try:
+        settings = Settings()
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    configure(settings.log_format, settings.log_level)
+    url = f"http://{host}:{port}"
+    console.print(
+        f"sim-server on {url} (time scale {settings.sim_time_scale}); start each node with "
+        f"WAGATE_ENGINE=sim WAGATE_SIM_URL={url}",
+        highlight=False,
+        markup=False,
+    )
+    app_ = build_app(SimServer(settings.sim_time_scale))
+    try:
+        web.run_app(app_, host=host, port=port, print=None, access_log=None)
+    except OSError as exc:
+        raise _fail(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
 def main() -> None:
     app()

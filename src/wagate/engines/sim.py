@@ -4,6 +4,12 @@ Like httpx's MockTransport it ships inside the package so tests and demos run th
 QR lifecycle as WhatsApp's: six codes, the first valid 60 s and the next five 20 s each, then
 ``LinkExpired``. ``time_scale`` multiplies every duration (0.01 turns 160 s into 1.6 s).
 A phone scans the QR *string* the API handed out, through ``SimServer.scan``.
+
+One ``SimServer`` may serve several engines (``wagate sim-server`` gives each gateway node its
+own, over a WebSocket: ``wagate.engines.simserver``). Like WhatsApp, it keeps one connection per
+linked device: when a device connects again, the newer connection wins and the older one's engine
+gets ``Replaced``. ``SimServer.stats`` counts what a cluster test must prove never happened: two
+connections of one device at once.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from wagate.engines.base import (
     PairFailed,
     QrCode,
     Reopen,
+    Replaced,
 )
 from wagate.errors import EngineUnavailable
 
@@ -90,7 +97,20 @@ class _Session:
     task: asyncio.Task[None] | None = None
     link: _Link | None = None
     phone: str | None = None
+    jid: str | None = None  # the linked device this session speaks for
     connected: bool = False
+
+
+@dataclass(frozen=True)
+class SimStats:
+    """``devices``: linked devices not logged out; ``connected``: devices with a live connection
+    now; ``peak_connections_per_device``: the most connections one device ever had at once;
+    ``replaced_total``: connections closed because the same device connected again."""
+
+    devices: int
+    connected: int
+    peak_connections_per_device: int
+    replaced_total: int
 
 
 class SimServer:
@@ -103,7 +123,12 @@ class SimServer:
         self._codes: dict[str, _Link] = {}
         self._pair_codes: dict[str, _Link] = {}
         self._retired: OrderedDict[str, None] = OrderedDict()
-        self.engine: SimEngine | None = None
+        self.engines: list[SimEngine] = []
+        # Linked devices (jid → phone), and each device's live connections: (engine, account).
+        self._devices: dict[str, str] = {}
+        self._live: dict[str, list[tuple[SimEngine, str]]] = {}
+        self._peak = 0
+        self._replaced = 0
 
     def now(self) -> datetime:
         return datetime.now(UTC)
@@ -191,11 +216,11 @@ class SimServer:
     def phone_logout(self, phone: str, only: Collection[str] | None = None) -> int:
         """The phone removes its linked devices (Settings → Linked devices → Log out).
         ``only``: the account ids that may be reached (the caller's workspace); None for all."""
-        return self._engine().drop_phone(phone, logout=True, only=only)
+        return sum(e.drop_phone(phone, logout=True, only=only) for e in self._engines())
 
     def network_flap(self, phone: str, only: Collection[str] | None = None) -> int:
         """The connection of every device linked to ``phone`` drops once."""
-        return self._engine().drop_phone(phone, logout=False, only=only)
+        return sum(e.drop_phone(phone, logout=False, only=only) for e in self._engines())
 
     def incoming(
         self,
@@ -207,12 +232,46 @@ class SimServer:
     ) -> int:
         """``phone_from`` sends ``text`` ``count`` times to the number ``to_phone``: every device
         linked to it receives the messages. Returns how many devices did."""
-        return self._engine().receive(phone_from, to_phone, text, only, count)
+        engines = self._engines()
+        return sum(e.receive(phone_from, to_phone, text, only, count) for e in engines)
 
-    def _engine(self) -> SimEngine:
-        if self.engine is None:
+    def _engines(self) -> list[SimEngine]:
+        if not self.engines:
             raise EngineUnavailable("the simulator has no engine attached")
-        return self.engine
+        return list(self.engines)
+
+    # -- devices and their connections -----------------------------------------------------------
+
+    def device_linked(self, jid: str, phone: str) -> None:
+        self._devices[jid] = phone
+
+    def device_logged_out(self, jid: str) -> None:
+        self._devices.pop(jid, None)
+
+    def open_connection(self, jid: str, engine: SimEngine, account_id: str) -> None:
+        """A device connects; the newer connection wins and every older one gets ``Replaced``."""
+        live = self._live.setdefault(jid, [])
+        live.append((engine, account_id))
+        self._peak = max(self._peak, len(live))
+        for older, older_account in live[:-1]:
+            self._replaced += 1
+            older.replaced(older_account)
+        self._live[jid] = live[-1:]
+
+    def close_connection(self, jid: str, engine: SimEngine, account_id: str) -> None:
+        live = [c for c in self._live.get(jid, []) if c != (engine, account_id)]
+        if live:
+            self._live[jid] = live
+        else:
+            self._live.pop(jid, None)
+
+    def stats(self) -> SimStats:
+        return SimStats(
+            devices=len(self._devices),
+            connected=len(self._live),
+            peak_connections_per_device=self._peak,
+            replaced_total=self._replaced,
+        )
 
 
 class SimEngine:
@@ -222,7 +281,7 @@ class SimEngine:
 
     def __init__(self, server: SimServer) -> None:
         self.server = server
-        server.engine = self
+        server.engines.append(self)
         self._sink: EngineSink | None = None
         self._sessions: dict[str, _Session] = {}
         self._tasks = BackgroundTasks("sim")
@@ -232,9 +291,14 @@ class SimEngine:
         self._sink = sink
 
     async def close(self) -> None:
+        """Every connection of this engine ends (a gateway going away); credentials stay valid."""
         await self._tasks.close()
+        for session in self._sessions.values():
+            self._offline(session)
         self._sessions.clear()
         self._sink = None
+        if self in self.server.engines:
+            self.server.engines.remove(self)
 
     def healthy(self) -> bool:
         return self._sink is not None
@@ -268,17 +332,32 @@ class SimEngine:
             session.task.cancel()
         if session.link is not None:
             self.server.end_link(session.link)
+        self._offline(session)
+
+    def _offline(self, session: _Session) -> None:
+        if session.connected and session.jid is not None:
+            self.server.close_connection(session.jid, self, session.account_id)
         session.connected = False
+
+    def replaced(self, account_id: str) -> None:
+        """The server closed this session's connection: its device connected elsewhere."""
+        session = self._sessions.pop(account_id, None)
+        if session is None:
+            return
+        session.connected = False  # the server has already forgotten this connection
+        self._stop(session)
+        self._emit(account_id, Replaced())
 
     async def connect(self, account_id: str, credentials: bytes) -> None:
         try:
             state = json.loads(credentials)
-            phone = str(state["phone"])
+            phone, jid = str(state["phone"]), str(state["jid"])
         except (ValueError, KeyError, TypeError):
             # Engine-readable but meaningless credentials: the server would refuse them.
             self._emit(account_id, LoggedOut("credentials_rejected"))
             return
-        self._replace_task(account_id, "connect", self._run_connect(account_id, phone))
+        session = self._replace_task(account_id, "connect", self._run_connect(account_id, phone))
+        session.jid = jid
 
     async def disconnect(self, account_id: str) -> None:
         session = self._sessions.pop(account_id, None)
@@ -290,6 +369,8 @@ class SimEngine:
         session = self._sessions.pop(account_id, None)
         if session is not None:
             self._stop(session)
+            if session.jid is not None:
+                self.server.device_logged_out(session.jid)
             self._emit(account_id, LoggedOut("logged_out"))
 
     async def send_text(self, account_id: str, to: str, text: str) -> str:
@@ -355,6 +436,8 @@ class SimEngine:
     async def _establish(self, account_id: str, phone: str) -> None:
         device = secrets.randbelow(90) + 10
         jid = f"{phone}:{device}@s.whatsapp.net"
+        self._sessions[account_id].jid = jid
+        self.server.device_linked(jid, phone)
         self._emit(account_id, Paired(phone=phone, jid=jid, platform="android"))
         secret = base64.b64encode(secrets.token_bytes(32)).decode()
         blob = json.dumps({"phone": phone, "jid": jid, "device": device, "secret": secret})
@@ -363,6 +446,7 @@ class SimEngine:
         await asyncio.sleep(self.server.seconds(PAIRING_DELAY + faults.slow_pairing))
         if faults.logout_after_pair:
             self._sessions.pop(account_id, None)
+            self.server.device_logged_out(jid)
             self._emit(account_id, LoggedOut("logged_out_from_phone"))
             return
         self._mark_connected(account_id, phone)
@@ -371,6 +455,8 @@ class SimEngine:
         session = self._sessions[account_id]
         session.phone = phone
         session.connected = True
+        if session.jid is not None:
+            self.server.open_connection(session.jid, self, account_id)
         self._emit(account_id, Connected())
         if self.server.faults_for(phone).flapping:
             self._tasks.spawn(self._flap_later(account_id, phone), name=f"flap:{account_id}")
@@ -408,10 +494,12 @@ class SimEngine:
         return len(sessions)
 
     def _drop(self, session: _Session, *, logout: bool) -> None:
-        session.connected = False
+        self._offline(session)
         if logout:
             self._sessions.pop(session.account_id, None)
             self._stop(session)
+            if session.jid is not None:
+                self.server.device_logged_out(session.jid)
             self._emit(session.account_id, LoggedOut("logged_out_from_phone"))
             return
         self._emit(session.account_id, Disconnected("connection_lost", will_retry=True))

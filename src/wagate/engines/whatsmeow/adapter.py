@@ -1,8 +1,8 @@
 """What neonize (whatsmeow) reports, mapped to wagate's ``EngineEvent``s; pure, no I/O.
 
 The mapping reads neonize's protobuf messages by their descriptor names, so this module never
-imports neonize: the gateway uses the wire half (``to_wire``/``from_wire``) without loading the
-Go library, and the engine host feeds it the messages its clients dispatch.
+imports neonize: the gateway reads its events in their wire form (``wagate.engines.wire``)
+without loading the Go library, and the engine host feeds it the messages its clients dispatch.
 
 Facts the mapping relies on (neonize 0.5.2 over whatsmeow): QR codes reach a callback one at a
 time, the first valid 60 s and each next one 20 s; the QR flow's outcomes ("success", "timeout",
@@ -12,11 +12,9 @@ pairing reaches the event stream as ``PairStatus``; a failed dial is an error st
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Callable
-from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -44,47 +42,6 @@ NEXT_QR_SECONDS = 20.0
 LINK_SECONDS = FIRST_QR_SECONDS + 5 * NEXT_QR_SECONDS
 Mode = Literal["qr", "code", "session"]
 Clock = Callable[[], datetime]
-
-# -- the wire form of an EngineEvent (host → gateway) -------------------------------------------
-
-_TYPES: dict[str, type[Any]] = {
-    cls.__name__: cls
-    for cls in (
-        QrCode, PairCode, LinkExpired, Paired, PairFailed, Connected, Disconnected, LoggedOut,
-        Replaced, Banned, Outdated, ConnectFailed, CredentialsUpdated, MessageReceived,
-        MessageStatus,
-    )
-}  # fmt: skip
-
-
-def to_wire(event: EngineEvent) -> dict[str, Any]:
-    wire: dict[str, Any] = {"type": type(event).__name__}
-    for f in fields(event):
-        value = getattr(event, f.name)
-        if isinstance(value, datetime):
-            value = value.isoformat()
-        elif isinstance(value, bytes):
-            value = base64.b64encode(value).decode()
-        wire[f.name] = value
-    return wire
-
-
-def from_wire(wire: dict[str, Any]) -> EngineEvent:
-    cls = _TYPES.get(str(wire.get("type")))
-    if cls is None:
-        raise ValueError(f"unknown engine event type {wire.get('type')!r}")
-    values: dict[str, Any] = {}
-    for f in fields(cls):
-        value = wire.get(f.name)
-        kind = str(f.type)
-        if value is not None and kind.startswith("datetime"):
-            value = datetime.fromisoformat(value)
-        elif value is not None and kind == "bytes":
-            value = base64.b64decode(value)
-        values[f.name] = value
-    event: EngineEvent = cls(**values)
-    return event
-
 
 # -- credentials: a small blob naming whatsmeow's own store --------------------------------------
 

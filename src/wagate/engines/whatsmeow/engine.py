@@ -38,7 +38,8 @@ from wagate.engines.base import (
     Reopen,
 )
 from wagate.engines.whatsmeow import frames
-from wagate.engines.whatsmeow.adapter import TERMINAL, from_wire
+from wagate.engines.whatsmeow.adapter import TERMINAL
+from wagate.engines.wire import from_wire
 from wagate.errors import EngineTimeout, EngineUnavailable
 
 log = logging.getLogger("wagate.engines.whatsmeow")

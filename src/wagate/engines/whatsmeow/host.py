@@ -35,8 +35,8 @@ from wagate.engines.whatsmeow.adapter import (
     Mode,
     SessionAdapter,
     read_credentials,
-    to_wire,
 )
+from wagate.engines.wire import to_wire
 
 log = logging.getLogger("wagate.engines.host")
 _ACCOUNT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
