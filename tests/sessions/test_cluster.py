@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
+import statistics
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,8 @@ from sqlalchemy.engine import make_url
 
 from tests.apiclient import ApiClient, Tenant
 from tests.conftest import ADMIN_KEY
-from tests.serve import Server, free_port
+from tests.receiver import Receiver
+from tests.serve import Server, SimServerProcess, free_port
 from tests.test_metrics import one, scrape
 
 LEASE = 3.0
@@ -46,16 +50,17 @@ def servers() -> Iterator[list[Server]]:
 
 
 class Cluster:
-    """Gateway nodes on one fresh database, each with an API client."""
+    """Gateway nodes on one fresh database, each with an API client; ``env`` is every node's."""
 
     def __init__(self, url: str, tmp_path: Path, servers: list[Server]) -> None:
         self.url = url
         self.tmp_path = tmp_path
         self.servers = servers
         self.clients: list[httpx.AsyncClient] = []
+        self.env: dict[str, str] = {}
 
     def add(self, name: str) -> tuple[Server, ApiClient]:
-        env = {**CLUSTER_ENV, "WAGATE_NODE_NAME": name}
+        env = {**CLUSTER_ENV, **self.env, "WAGATE_NODE_NAME": name}
         server = Server(self.url, self.tmp_path / name, env=env)
         self.servers.append(server)
         server.start()
@@ -79,6 +84,28 @@ async def cluster(
     for c in made:
         for http in c.clients:
             await http.aclose()
+
+
+Shared = Callable[..., Awaitable[tuple[Cluster, SimServerProcess]]]
+
+
+@pytest.fixture
+async def shared_cluster(cluster: Any, tmp_path: Path) -> AsyncIterator[Shared]:
+    """A factory: ``await shared_cluster(backend, **env)`` → a ``Cluster`` whose nodes share one
+    ``wagate sim-server`` (``WAGATE_SIM_URL``), and that sim-server."""
+    sims: list[SimServerProcess] = []
+
+    async def make(backend: str, **env: str) -> tuple[Cluster, SimServerProcess]:
+        sim = SimServerProcess(tmp_path / f"sim{len(sims)}", time_scale=0.2)
+        sims.append(sim)
+        await asyncio.to_thread(sim.start)
+        c = await cluster(backend)
+        c.env = {"WAGATE_SIM_URL": sim.url, **env}
+        return c, sim
+
+    yield make
+    for sim in sims:
+        sim.stop()
 
 
 def phone(n: int) -> str:
@@ -623,3 +650,259 @@ async def test_cancel_logout_and_delete_through_another_node_reach_the_owner(
     assert r.status_code == 204, r.text
     assert await incoming(a, tenant, "5511977770000", phone(6)) == 0
     assert (await b.http.get(f"/v1/accounts/{gone['id']}", headers=tenant.auth)).status_code == 404
+
+
+# -- several nodes over one simulated WhatsApp (wagate sim-server) -------------------------------
+
+
+async def accounts_seen(api: ApiClient, tenant: Tenant) -> list[dict[str, Any]]:
+    r = await api.http.get("/v1/accounts", headers=tenant.auth)
+    assert r.status_code == 200, r.text
+    accounts: list[dict[str, Any]] = r.json()
+    return accounts
+
+
+async def settled(apis: list[ApiClient], tenant: Tenant, count: int) -> list[dict[str, Any]]:
+    """The accounts once all ``count`` are connected and every node gives the same answer."""
+    views: list[list[dict[str, Any]]] = []
+
+    async def same() -> bool:
+        views[:] = [await accounts_seen(api, tenant) for api in apis]
+        connected = sum(a["status"] == "connected" for a in views[0])
+        return connected == count and all(v == views[0] for v in views)
+
+    await until(same, 60, "every account connected, and the same answer through every node")
+    return views[0]
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mysql"])
+async def test_three_nodes_share_300_accounts_over_one_simulated_whatsapp(
+    backend: str, shared_cluster: Shared
+) -> None:
+    """Each account linked through one node, its QR code read through a second and scanned by a
+    phone told about it through the third: every device is served by exactly one node."""
+    count = 300
+    c, sim = await shared_cluster(backend, WAGATE_LINK_RATE_PER_WORKSPACE="off")
+    apis = [c.add(name)[1] for name in "abc"]
+    tenant = await apis[0].tenant()
+    pick = random.Random(count)
+    gate = asyncio.Semaphore(12)
+
+    async def link(n: int, via: ApiClient, shows: ApiClient, scans: ApiClient) -> None:
+        async with gate:
+            account = await via.account(tenant, f"line {n}")
+            await via.link(tenant, account["id"])
+            code = await shows.qr(tenant, account["id"])
+            assert await scans.scan(tenant, code["code"], phone(n)) == "linked"
+
+    await asyncio.gather(*(link(n, *pick.sample(apis, 3)) for n in range(count)))
+    accounts = await settled(apis, tenant, count)
+
+    owned: dict[str, int] = {}
+    for account in accounts:
+        owned[account["node"]] = owned.get(account["node"], 0) + 1
+    assert set(owned) == {"a", "b", "c"} and max(owned.values()) <= count // 2, owned
+    for api in apis:
+        nodes = await nodes_of(api)
+        assert {name: n["sessions_owned"] for name, n in nodes.items()} == owned
+    # One live connection per device in the whole cluster, never two at once.
+    assert await asyncio.to_thread(sim.stats) == {
+        "devices": count,
+        "connected": count,
+        "peak_connections_per_device": 1,
+        "replaced_total": 0,
+    }
+
+    async def reaches_one_device(n: int) -> None:
+        async with gate:
+            body = {"from": "5511977770000", "to": phone(n), "text": "hello"}
+            r = await pick.choice(apis).http.post(
+                "/v1/sim/messages", json=body, headers=tenant.auth
+            )
+            assert r.status_code == 200 and r.json() == {"devices": 1}, r.text
+
+    await asyncio.gather(*(reaches_one_device(n) for n in range(count)))
+    for account in pick.sample(accounts, 10):
+        [attempt] = await pick.choice(apis).attempts(tenant, account["id"])
+        assert attempt["outcome"] == "linked"
+
+
+async def workspace_events(api: ApiClient, tenant: Tenant) -> list[dict[str, Any]]:
+    """Every event of the workspace, oldest first, following ``next_after``."""
+    events: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        r = await api.http.get(
+            "/v1/events", params={"after": after, "limit": 1000}, headers=tenant.auth
+        )
+        assert r.status_code == 200, r.text
+        page = r.json()
+        if not page["events"]:
+            return events
+        events += page["events"]
+        after = page["next_after"]
+
+
+def offline_spells(events: list[dict[str, Any]]) -> list[float]:
+    """Seconds between the account leaving ``connected`` and being ``connected`` again."""
+    spells, left = [], None
+    for event in events:
+        if event["type"] != "account.status":
+            continue
+        at = datetime.fromisoformat(event["created_at"])
+        if event["data"]["status"] == "connected":
+            if left is not None:
+                spells.append((at - left).total_seconds())
+            left = None
+        elif left is None:
+            left = at
+    return spells
+
+
+class Traffic:
+    """Phones write to every account, and the backend sends to each, through the nodes that are
+    up, as a load balancer would spread them; the sim-server says how many devices each
+    incoming message reached."""
+
+    def __init__(self, nodes: dict[str, tuple[Server, ApiClient]], tenant: Tenant) -> None:
+        self.nodes = nodes
+        self.tenant = tenant
+        self.up = set(nodes)
+        self.delivered = 0  # incoming messages the sim-server handed to a device
+        self.sent: list[tuple[str, str]] = []  # (account id, message id) of accepted sends
+        self.refused = 0  # sends answered 409 (the account was between nodes)
+        self.peaks: list[int] = []
+        self.flowing = True
+        self._pick = random.Random(3)
+
+    def api(self) -> ApiClient:
+        return self.nodes[self._pick.choice(sorted(self.up))][1]
+
+    async def run(self, accounts: list[dict[str, Any]], sim: SimServerProcess) -> None:
+        auth = self.tenant.auth
+        while self.flowing:
+            for n, account in enumerate(accounts):
+                body = {"from": "5511966660000", "to": phone(n), "text": f"to {n}"}
+                r = await self.api().http.post("/v1/sim/messages", json=body, headers=auth)
+                assert r.status_code == 200, r.text
+                self.delivered += r.json()["devices"]
+                body = {"to": "5511966660000", "text": f"from {n}"}
+                r = await self.api().http.post(
+                    f"/v1/accounts/{account['id']}/messages", json=body, headers=auth
+                )
+                assert r.status_code in (202, 409), r.text
+                if r.status_code == 202:
+                    self.sent.append((account["id"], r.json()["id"]))
+                else:
+                    self.refused += 1
+            self.peaks.append((await asyncio.to_thread(sim.stats))["peak_connections_per_device"])
+            await asyncio.sleep(0.05)
+
+    async def all_connected_without(self, name: str | None) -> bool:
+        seen = await accounts_seen(self.nodes[sorted(self.up)[0]][1], self.tenant)
+        return all(a["status"] == "connected" and a["node"] != name for a in seen)
+
+    async def restart(self, name: str) -> None:
+        """SIGTERM the node, wait until the others serve its sessions, start it again, and
+        wait until it has taken its share back."""
+        server, api = self.nodes[name]
+        self.up.discard(name)
+        await asyncio.to_thread(server.terminate)
+
+        async def handed_over() -> bool:
+            return await self.all_connected_without(name)
+
+        async def took_its_share() -> bool:
+            owned = (await nodes_of(api))[name]["sessions_owned"]
+            return owned > 0 and await self.all_connected_without(None)
+
+        await until(handed_over, 30, f"{name}'s sessions handed over")
+        await asyncio.to_thread(server.start)
+        self.up.add(name)
+        await until(took_its_share, 4 * LEASE + 20, f"{name} took its share again")
+
+
+async def delivered_in_order(
+    receiver: Receiver, api: ApiClient, tenant: Tenant
+) -> dict[int, dict[str, Any]]:
+    """Every event of the workspace once it has reached the receiver, which got each one and
+    nothing else, in ``seq`` order per account without a gap."""
+    everything: dict[int, dict[str, Any]] = {}
+    first: dict[int, dict[str, Any]] = {}
+
+    async def caught_up() -> bool:
+        everything.clear()
+        everything.update((e["id"], e) for e in await workspace_events(api, tenant))
+        first.clear()
+        for request in receiver.delivered:
+            first.setdefault(request.json()["id"], request.json())
+        return set(first) == set(everything)
+
+    await until(caught_up, 60, "every event delivered to the receiver")
+    by_account: dict[str, list[int]] = {}
+    for event in first.values():  # in the order they first arrived
+        by_account.setdefault(event["account_id"], []).append(event["seq"])
+    for seqs in by_account.values():
+        assert seqs == list(range(1, len(seqs) + 1))
+    return everything
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mysql"])
+async def test_a_rolling_restart_of_three_nodes_while_messages_flow(
+    backend: str, shared_cluster: Shared
+) -> None:
+    """Each node in turn is stopped (SIGTERM) and started again while phones write to every
+    account and the backend sends: no account needs a QR code, no event is lost, webhooks keep
+    ``seq`` order, and no device is ever connected twice."""
+    count = 30
+    receiver = Receiver()
+    await receiver.start()
+    c, sim = await shared_cluster(backend)
+    nodes = {name: c.add(name) for name in "abc"}
+    apis = [api for _, api in nodes.values()]
+    tenant = await apis[0].tenant(webhook_url=receiver.url)
+    accounts = [await apis[n % 3].account(tenant, f"line {n}") for n in range(count)]
+    for n, account in enumerate(accounts):
+        await apis[n % 3].link_phone(tenant, account["id"], phone(n))
+    await settled(apis, tenant, count)
+
+    traffic = Traffic(nodes, tenant)
+    flowing = asyncio.create_task(traffic.run(accounts, sim))
+    try:
+        for name in "abc":
+            await traffic.restart(name)
+    finally:
+        traffic.flowing = False
+        await flowing
+
+    await settled(apis, tenant, count)
+    assert max(traffic.peaks) == 1
+    assert (await asyncio.to_thread(sim.stats))["peak_connections_per_device"] == 1
+    for account in accounts:
+        [attempt] = await apis[0].attempts(tenant, account["id"])  # no new attempt, no QR code
+        assert attempt["outcome"] == "linked"
+    everything = await delivered_in_order(receiver, apis[0], tenant)
+    await receiver.stop()
+    received = [e for e in everything.values() if e["type"] == "message.received"]
+    assert len(received) == traffic.delivered  # every message a device got is an event
+    for account_id, message_id in traffic.sent:  # every accepted send went out
+        r = await apis[0].http.get(
+            f"/v1/accounts/{account_id}/messages/{message_id}", headers=tenant.auth
+        )
+        assert r.json()["status"] in ("sent", "delivered", "read"), r.text
+
+    spells: list[float] = []
+    for account in accounts:
+        spells += offline_spells(
+            [e for e in everything.values() if e["account_id"] == account["id"]]
+        )
+    spells.sort()
+    p99 = spells[max(0, int(len(spells) * 0.99) - 1)]
+    print(
+        f"\n{backend}: {len(spells)} offline spells over {count} accounts, median "
+        f"{statistics.median(spells):.2f} s, p99 {p99:.2f} s, max {spells[-1]:.2f} s; "
+        f"{traffic.delivered} messages received, {len(traffic.sent)} sends accepted, "
+        f"{traffic.refused} refused with 409"
+    )
+    assert len(spells) >= count  # each account moved at least once
+    assert p99 <= 5.0, spells[-10:]

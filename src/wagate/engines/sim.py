@@ -129,6 +129,10 @@ class SimServer:
         self._live: dict[str, list[tuple[SimEngine, str]]] = {}
         self._peak = 0
         self._replaced = 0
+        # What reaches a device while it has no connection (receipts of what it sent), handed
+        # to its next connection as WhatsApp's servers do; and the tasks that send receipts.
+        self._waiting: dict[str, list[EngineEvent]] = {}
+        self.tasks = BackgroundTasks("sim-server")
 
     def now(self) -> datetime:
         return datetime.now(UTC)
@@ -247,6 +251,7 @@ class SimServer:
 
     def device_logged_out(self, jid: str) -> None:
         self._devices.pop(jid, None)
+        self._waiting.pop(jid, None)
 
     def open_connection(self, jid: str, engine: SimEngine, account_id: str) -> None:
         """A device connects; the newer connection wins and every older one gets ``Replaced``."""
@@ -257,6 +262,22 @@ class SimServer:
             self._replaced += 1
             older.replaced(older_account)
         self._live[jid] = live[-1:]
+
+    def to_device(self, jid: str, event: EngineEvent) -> None:
+        """``event`` reaches the device's live connection, wherever it is, or waits for it."""
+        live = self._live.get(jid)
+        if live:
+            engine, account_id = live[-1]
+            engine.deliver(account_id, event)
+        elif jid in self._devices:
+            waiting = self._waiting.setdefault(jid, [])
+            if len(waiting) < _RETIRED_MEMORY:
+                waiting.append(event)
+
+    def flush(self, jid: str) -> None:
+        """A device just connected: what waited for it arrives now."""
+        for event in self._waiting.pop(jid, []):
+            self.to_device(jid, event)
 
     def close_connection(self, jid: str, engine: SimEngine, account_id: str) -> None:
         live = [c for c in self._live.get(jid, []) if c != (engine, account_id)]
@@ -299,6 +320,8 @@ class SimEngine:
         self._sink = None
         if self in self.server.engines:
             self.server.engines.remove(self)
+        if not self.server.engines:
+            await self.server.tasks.close()  # nobody left to receive a receipt
 
     def healthy(self) -> bool:
         return self._sink is not None
@@ -306,6 +329,10 @@ class SimEngine:
     def _emit(self, account_id: str, event: EngineEvent) -> None:
         if self._sink is not None:
             self._sink(account_id, event)
+
+    def deliver(self, account_id: str, event: EngineEvent) -> None:
+        """The server hands this engine an event for one of its connections."""
+        self._emit(account_id, event)
 
     def _replace_task(self, account_id: str, coro_name: str, coro: object) -> _Session:
         session = self._sessions.setdefault(account_id, _Session(account_id))
@@ -375,10 +402,10 @@ class SimEngine:
 
     async def send_text(self, account_id: str, to: str, text: str) -> str:
         session = self._sessions.get(account_id)
-        if session is None or not session.connected:
+        if session is None or not session.connected or session.jid is None:
             raise EngineUnavailable("the account's session is not connected")
         wa_id = "3EB0" + secrets.token_hex(8).upper()
-        self._tasks.spawn(self._acknowledge(account_id, wa_id), name=f"ack:{account_id}")
+        self.server.tasks.spawn(self._acknowledge(session.jid, wa_id), name=f"ack:{account_id}")
         return wa_id
 
     def receive(
@@ -398,10 +425,12 @@ class SimEngine:
                 self._emit(session.account_id, event)
         return len(sessions)
 
-    async def _acknowledge(self, account_id: str, wa_id: str) -> None:
+    async def _acknowledge(self, jid: str, wa_id: str) -> None:
+        """The receipts of a sent message reach the device that sent it, on whichever
+        connection it has by then (another node's, after a handoff)."""
         for status in ("sent", "delivered", "read"):
             await asyncio.sleep(self.server.seconds(0.5))
-            self._emit(account_id, MessageStatus(wa_id, status))
+            self.server.to_device(jid, MessageStatus(wa_id, status))
 
     async def _run_link(self, account_id: str, method: LinkMethod, phone: str | None) -> None:
         if self.server.faults_for(phone).outage:
@@ -458,6 +487,8 @@ class SimEngine:
         if session.jid is not None:
             self.server.open_connection(session.jid, self, account_id)
         self._emit(account_id, Connected())
+        if session.jid is not None:
+            self.server.flush(session.jid)
         if self.server.faults_for(phone).flapping:
             self._tasks.spawn(self._flap_later(account_id, phone), name=f"flap:{account_id}")
 

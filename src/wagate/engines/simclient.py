@@ -185,6 +185,12 @@ class RemoteSimEngine:
         self._ws = await self._http.ws_connect(ws_url, timeout=aiohttp.ClientWSTimeout(ws_close=5))
 
     async def close(self) -> None:
+        """End every session, reading the events the sim-server sent until it did, then hang up."""
+        if self._sink is not None and self._ws is not None and not self._ws.closed:
+            try:
+                await self._call("close", "")
+            except EngineUnavailable:
+                log.warning("the sim-server did not answer the close", extra={"url": self.url})
         self._closing = True
         await self._tasks.close()
         if self._ws is not None:

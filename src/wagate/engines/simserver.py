@@ -8,7 +8,8 @@ connection, as WhatsApp does. A node that goes away (its socket closes) loses it
 Frames on the socket are JSON text. Node → server: ``{"id": 7, "op": "connect", "account": "…",
 …arguments}``; server → node: ``{"id": 7, "ok": true, "result": …}`` or ``{"id": 7, "ok": false,
 "error": "…"}``, and events ``{"account": "…", "event": <wire form>}`` (``wagate.engines.wire``),
-in the order the simulator emitted them.
+in the order the simulator emitted them. A node that leaves sends ``{"op": "close"}`` first:
+once it has the answer, it has read every event the simulator sent it.
 
 HTTP controls, what a phone does (the nodes' ``/v1/sim/*`` routes call them): ``POST /scan``,
 ``POST /pair``, ``POST /faults``, ``POST /messages``, ``POST /phones/{phone}/logout``,
@@ -56,7 +57,13 @@ async def _send_text(engine: SimEngine, f: Frame) -> str:
     return await engine.send_text(f["account"], f["to"], f["text"])
 
 
+async def _close(engine: SimEngine, f: Frame) -> None:
+    """The node is leaving: every session ends; the events before this answer are all it gets."""
+    await engine.close()
+
+
 OPS: dict[str, Op] = {
+    "close": _close,
     "link": _link,
     "cancel_link": lambda engine, f: engine.cancel_link(f["account"]),
     "connect": _connect,

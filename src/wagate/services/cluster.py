@@ -281,6 +281,22 @@ async def owner(session: AsyncSession, account_id: str) -> tuple[str, str | None
     return None if row is None else (row[0], row[1])
 
 
+async def in_transit(session: AsyncSession, account_id: str) -> bool:
+    """Whether the account's session is between nodes: the account is connected, and no live
+    node serves it (its lease was just released for a handoff, or its node is leaving)."""
+    query = (
+        select(Account.id)
+        .outerjoin(Lease, Lease.account_id == Account.id)
+        .outerjoin(Node, Node.name == Lease.node)
+        .where(
+            Account.id == account_id,
+            Account.status == AccountStatus.CONNECTED.value,
+            or_(Node.name.is_(None), Node.state != NodeState.LIVE),
+        )
+    )
+    return (await session.execute(query)).first() is not None
+
+
 async def owners(session: AsyncSession, account_ids: list[str]) -> dict[str, str]:
     """The node holding each account's lease, for those that have one."""
     if not account_ids:

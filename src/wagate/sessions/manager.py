@@ -95,6 +95,8 @@ MESSAGE_BATCH = 64
 # Failures that pass: no pooled connection free in time, a lost connection, a store away.
 UNREACHABLE = (SQLAlchemyTimeoutError, OperationalError, InterfaceError, StoreUnavailable)
 APPLY_TRIES = 8
+# How long a handoff waits for what the engine reported before the session closed to be applied.
+HANDOFF_DRAIN = 5.0
 
 
 class SessionManager:
@@ -136,6 +138,8 @@ class SessionManager:
             MessageReceived: handlers.on_message_received,
         }
         self._pending: dict[str, deque[EngineEvent]] = {}
+        # Sessions being closed for a handoff: their own Disconnected is not a status change.
+        self._handing_off: set[str] = set()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._tasks = BackgroundTasks("sessions")
         self._accepting = True
@@ -339,6 +343,8 @@ class SessionManager:
         if handler is None:
             log.debug("engine event ignored", extra={"event": type(event).__name__})
             return
+        if isinstance(event, Disconnected) and account_id in self._handing_off:
+            return  # closed for a handoff: the account stays connected on its next node
 
         async def act(ctx: Ctx) -> None:
             await handler(ctx, event)
@@ -492,7 +498,9 @@ class SessionManager:
     async def hand_off(self, account_id: str) -> bool:
         """Close this node's session of a connected account and release its lease, so the node
         placement gives it reopens it: its status stays ``connected``, its credentials are
-        kept, and it is closed here before any other node may take it."""
+        kept, and it is closed here before any other node may take it. What the engine reported
+        before the session closed (messages, receipts) is applied first, under this node's
+        lease: nothing it received is dropped on the way to the next node."""
         async with self._lock(account_id):
             epoch = self.held.get(account_id)
             if epoch is None:
@@ -505,16 +513,32 @@ class SessionManager:
 
             if not await self.db.run(serving):
                 return False
-            del self.held[account_id]
+            self._handing_off.add(account_id)
             try:
                 await self.call(self.engine.disconnect(account_id))
             except WagateError:
                 # Maybe still connected: keep serving it rather than risk two connections.
                 log.warning("session not closed for a handoff", extra={"account_id": account_id})
-                self.held[account_id] = epoch
+                self._handing_off.discard(account_id)
                 return False
+        try:
+            await asyncio.wait_for(self._applied(account_id), HANDOFF_DRAIN)
+        except TimeoutError:
+            log.warning(
+                "engine events of a handoff left unapplied", extra={"account_id": account_id}
+            )
+        async with self._lock(account_id):
+            self._handing_off.discard(account_id)
+            if self.held.get(account_id) != epoch:
+                return False  # fenced meanwhile: the lease is no longer this node's to release
+            del self.held[account_id]
             await self.db.run(lambda s: cluster.release(s, account_id, self.node))
             return True
+
+    async def _applied(self, account_id: str) -> None:
+        """Until the engine events queued for the account have been applied."""
+        while account_id in self._pending:
+            await asyncio.sleep(0.005)
 
     def let_go_all(self) -> int:
         """Close every session here without the database (self-fencing); how many."""
