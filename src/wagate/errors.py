@@ -93,6 +93,12 @@ class EngineUnavailable(WagateError):
     code = "engine_unavailable"
 
 
+class SessionMoving(EngineUnavailable):
+    """The account's session is moving between nodes (a handoff): retry in a moment."""
+
+    code = "session_moving"
+
+
 class EngineTimeout(WagateError):
     """An engine call did not answer within wagate's own timeout."""
 

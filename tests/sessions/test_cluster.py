@@ -770,7 +770,7 @@ class Traffic:
         self.up = set(nodes)
         self.delivered = 0  # incoming messages the sim-server handed to a device
         self.sent: list[tuple[str, str]] = []  # (account id, message id) of accepted sends
-        self.refused = 0  # sends answered 409 (the account was between nodes)
+        self.refused: list[str] = []  # why sends were answered 409
         self.peaks: list[int] = []
         self.flowing = True
         self._pick = random.Random(3)
@@ -794,7 +794,7 @@ class Traffic:
                 if r.status_code == 202:
                     self.sent.append((account["id"], r.json()["id"]))
                 else:
-                    self.refused += 1
+                    self.refused.append(r.json()["error"]["message"])
             self.peaks.append((await asyncio.to_thread(sim.stats))["peak_connections_per_device"])
             await asyncio.sleep(0.05)
 
@@ -902,7 +902,7 @@ async def test_a_rolling_restart_of_three_nodes_while_messages_flow(
         f"\n{backend}: {len(spells)} offline spells over {count} accounts, median "
         f"{statistics.median(spells):.2f} s, p99 {p99:.2f} s, max {spells[-1]:.2f} s; "
         f"{traffic.delivered} messages received, {len(traffic.sent)} sends accepted, "
-        f"{traffic.refused} refused with 409"
+        f"{len(traffic.refused)} refused with 409: {sorted(set(traffic.refused))}"
     )
     assert len(spells) >= count  # each account moved at least once
     assert p99 <= 5.0, spells[-10:]

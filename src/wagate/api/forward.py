@@ -12,13 +12,14 @@ so it is carried again safely."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
 import httpx
 from fastapi import Request, Response
 
-from wagate.errors import EngineUnavailable
+from wagate.errors import EngineUnavailable, SessionMoving
 from wagate.gateway import Gateway
 from wagate.services import cluster
 
@@ -31,12 +32,18 @@ _ANSWER_HEADERS = ("content-type", "retry-after")
 # than one; a node killed outright is noticed only after its lease, so that one is answered).
 CARRY_PATIENCE = 5.0
 _RECHECK = 0.1
+# How many times a send follows its session from node to node before it gives up.
+MOVES = 3
+
+
+def was_carried(request: Request) -> bool:
+    return CARRIED_BY in request.headers
 
 
 async def to_owner(request: Request, gateway: Gateway, account_id: str) -> Response | None:
     """The owner's answer when another live node serves the account; None when this node
     should answer itself (it serves the account, nobody does, or the request was carried)."""
-    if CARRIED_BY in request.headers or gateway.peers is None:
+    if was_carried(request) or gateway.peers is None:
         return None
     me = gateway.settings.node_name
     deadline = time.monotonic() + CARRY_PATIENCE
@@ -53,7 +60,7 @@ async def to_owner(request: Request, gateway: Gateway, account_id: str) -> Respo
         if owner is None or owner[0] == me or owner[1] is None:
             return None
         try:
-            return await _carry(request, gateway, owner[1])
+            answer = await _carry(request, gateway, owner[1])
         except httpx.ConnectError as exc:  # it never saw the request: it is going away
             if patient:
                 await asyncio.sleep(_RECHECK)
@@ -61,6 +68,10 @@ async def to_owner(request: Request, gateway: Gateway, account_id: str) -> Respo
             raise _no_answer(owner[0]) from exc
         except httpx.HTTPError as exc:
             raise _no_answer(owner[0]) from exc
+        if answer.status_code == 503 and patient and _moving(answer):
+            await asyncio.sleep(_RECHECK)  # it was handing the session on: ask the next owner
+            continue
+        return answer
 
 
 async def _carry(request: Request, gateway: Gateway, url: str) -> Response:
@@ -77,6 +88,13 @@ async def _carry(request: Request, gateway: Gateway, url: str) -> Response:
     )
     passed = {k: v for k, v in answer.headers.items() if k.lower() in _ANSWER_HEADERS}
     return Response(answer.content, status_code=answer.status_code, headers=passed)
+
+
+def _moving(answer: Response) -> bool:
+    try:
+        return bool(json.loads(bytes(answer.body))["error"]["code"] == SessionMoving.code)
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 def _no_answer(node: str) -> EngineUnavailable:

@@ -13,6 +13,7 @@ from wagate.api.deps import CallerDep, GatewayDep, ManagerDep, SessionDep
 from wagate.api.schemas import NO_NUL, ErrorBody, MessageText
 from wagate.core.statuses import MessageDirection, MessageStatus
 from wagate.db.models import Message
+from wagate.errors import SessionMoving
 from wagate.services import messages
 from wagate.sessions import sending
 
@@ -107,7 +108,11 @@ router = APIRouter(
     response_model=MessageOut,
     responses={
         409: {"model": ErrorBody, "description": "The account is not connected"},
-        503: {"model": ErrorBody, "description": "The engine could not take the message"},
+        503: {
+            "model": ErrorBody,
+            "description": "The engine could not take the message, or the account's session "
+            "is moving between nodes for longer than a send waits (`session_moving`)",
+        },
     },
 )
 async def send_message(
@@ -122,13 +127,20 @@ async def send_message(
     ``delivered`` and ``read`` (``message.status`` events). A ``client_ref`` seen before
     returns that message instead of sending again. Through any node: the node serving the
     account sends it."""
-    carried = await forward.to_owner(request, gateway, account_id)
-    if carried is not None:
-        return carried
-    message = await sending.send(
-        manager, caller, account_id, body.to, body.text, client_ref=body.client_ref
-    )
-    return MessageOut.of(message)
+    for _ in range(forward.MOVES):
+        carried = await forward.to_owner(request, gateway, account_id)
+        if carried is not None:
+            return carried
+        try:
+            message = await sending.send(
+                manager, caller, account_id, body.to, body.text, client_ref=body.client_ref
+            )
+            return MessageOut.of(message)
+        except SessionMoving:
+            if forward.was_carried(request):
+                raise  # the node that carried it here asks the next owner
+            await manager.moved(account_id)
+    raise SessionMoving("the account's session is moving between nodes; retry in a moment")
 
 
 @router.get("/{message_id}", response_model=MessageOut)

@@ -535,6 +535,16 @@ class SessionManager:
             await self.db.run(lambda s: cluster.release(s, account_id, self.node))
             return True
 
+    def moving(self, account_id: str) -> bool:
+        """Whether this node is handing the account's session to another node right now."""
+        return account_id in self._handing_off
+
+    async def moved(self, account_id: str, timeout: float = HANDOFF_DRAIN) -> None:
+        """Until this node's handoff of the account is over (``timeout`` at most)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.moving(account_id) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+
     async def _applied(self, account_id: str) -> None:
         """Until the engine events queued for the account have been applied."""
         while account_id in self._pending:
