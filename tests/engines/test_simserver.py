@@ -23,6 +23,7 @@ from wagate.engines.base import (
     CredentialsUpdated,
     Disconnected,
     MessageReceived,
+    MessageStatus,
     QrCode,
     Replaced,
 )
@@ -235,3 +236,34 @@ def test_sim_server_says_when_its_port_is_taken(sim: SimServerProcess) -> None:
     )
     assert done.returncode == 2
     assert f"cannot listen on 127.0.0.1:{sim.port}".encode() in done.stderr
+
+
+async def test_receipts_follow_the_device_to_its_next_connection(tmp_path: Path) -> None:
+    """A message sent just before a handoff: its receipts reach the node that serves the device
+    by the time they come, as WhatsApp's servers keep them for the device. (The clock runs at
+    full speed here: the first receipt comes half a second after the send.)"""
+    sim = SimServerProcess(tmp_path / "slow", time_scale=1.0)
+    sim.start()
+    a, b = Node(sim.url), Node(sim.url)
+    try:
+        await a.start()
+        await b.start()
+        credentials = await linked(a, sim, "acct-6")
+        wa_id = await a.engine.send_text("acct-6", "5511977770000", "hello")
+        await a.engine.disconnect("acct-6")
+        await b.engine.connect("acct-6", credentials)
+
+        def all_receipts() -> bool:
+            got = [e for e in b.recorder.of("acct-6") if isinstance(e, MessageStatus)]
+            return [(e.wa_id, e.status) for e in got] == [
+                (wa_id, "sent"),
+                (wa_id, "delivered"),
+                (wa_id, "read"),
+            ]
+
+        assert await b.recorder.wait(all_receipts, WAIT), b.recorder.of("acct-6")
+        assert not any(isinstance(e, MessageStatus) for e in a.recorder.of("acct-6"))
+    finally:
+        await a.engine.close()
+        await b.engine.close()
+        sim.stop()

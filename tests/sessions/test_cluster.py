@@ -481,40 +481,43 @@ class Proxy:
 async def test_a_node_cut_off_from_the_database_closes_its_sessions_first(
     backend: str, fresh_database_url: Any, tmp_path: Path, servers: list[Server]
 ) -> None:
-    """Its leases cannot be renewed: it closes its sessions before they expire, so the device is
-    never served by two nodes at once; the other node takes them; it rejoins when it can."""
+    """Its leases cannot be renewed: it closes its sessions before they expire, so the shared
+    simulated WhatsApp never sees two connections of one device; the other node takes them; it
+    rejoins when it can."""
     url = make_url(await fresh_database_url(backend))
     proxy = Proxy(url.host or "127.0.0.1", url.port or (5432 if backend == "postgres" else 3306))
     await proxy.start()
+    sim = SimServerProcess(tmp_path / "sim", time_scale=0.2)
+    await asyncio.to_thread(sim.start)
     behind_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     c = Cluster(behind_proxy, tmp_path, servers)
+    c.env = {"WAGATE_SIM_URL": sim.url}
     try:
         # Started from a thread: the proxy runs on this test's event loop, which must not stop.
         _, a = await asyncio.to_thread(c.add, "a")
         c.url = url.render_as_string(hide_password=False)
         _, b = await asyncio.to_thread(c.add, "b")
         tenant = await a.tenant()
-        account = await a.account(tenant)
-        await a.link_phone(tenant, account["id"], phone(9))
-        assert await incoming(a, None, "5511977770000", phone(9)) == 1
+        accounts = await linked_through(a, tenant, 3)
+        assert await all_served_by(b, tenant, accounts, "a")
 
         await proxy.cut()
         cut_at = time.monotonic()
 
         async def closed_on_a() -> bool:
-            return await incoming(a, None, "5511977770000", phone(9)) == 0
+            return (await asyncio.to_thread(sim.stats))["connected"] == 0
 
-        closed_after = await until(closed_on_a, 4 * LEASE, "a closed its session")
+        closed_after = await until(closed_on_a, 4 * LEASE, "a closed its sessions")
 
         async def taken() -> bool:
-            seen = await b.get_account(tenant, account["id"])
-            return bool(seen["status"] == "connected" and seen["node"] == "b")
+            return await all_served_by(b, tenant, accounts, "b")
 
-        await until(taken, 4 * LEASE + 10, "b took the session")
+        await until(taken, 4 * LEASE + 10, "b took the sessions")
         taken_after = time.monotonic() - cut_at
-        # Closed before its lease expired; taken only once it had.
+        # Closed before its leases expired; taken only once they had.
         assert closed_after < LEASE < taken_after
-        assert await incoming(b, tenant, "5511977770000", phone(9)) == 1
+        for n in range(len(accounts)):
+            assert await incoming(b, tenant, "5511977770000", phone(n)) == 1
 
         await proxy.start()
 
@@ -522,10 +525,13 @@ async def test_a_node_cut_off_from_the_database_closes_its_sessions_first(
             return bool((await nodes_of(b))["a"]["state"] == "live")
 
         await until(rejoined, 4 * LEASE, "a rejoined")
-        assert (await b.get_account(tenant, account["id"]))["node"] == "b"
-        assert await incoming(a, None, "5511977770000", phone(9)) == 0
+        assert await all_served_by(b, tenant, accounts, "b")
+        stats = await asyncio.to_thread(sim.stats)
+        assert stats["connected"] == len(accounts)
+        assert stats["peak_connections_per_device"] == 1 and stats["replaced_total"] == 0
     finally:
         await proxy.close()
+        sim.stop()
         for http in c.clients:
             await http.aclose()
 
@@ -906,3 +912,52 @@ async def test_a_rolling_restart_of_three_nodes_while_messages_flow(
     )
     assert len(spells) >= count  # each account moved at least once
     assert p99 <= 5.0, spells[-10:]
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mysql"])
+async def test_sigkill_of_one_node_of_three_leaves_the_others_attempts_open(
+    backend: str, shared_cluster: Shared
+) -> None:
+    """Its sessions are connected again on the two others, without a QR code; its open attempt
+    ends ``interrupted``; the attempts the others run stay open and can still be scanned."""
+    c, sim = await shared_cluster(backend)
+    nodes = {name: c.add(name) for name in "abc"}
+    apis = [api for _, api in nodes.values()]
+    a, b, cc = apis
+    tenant = await a.tenant()
+    served = await linked_through(a, tenant, 6)
+    pending = {}
+    for name, api in zip("abc", apis, strict=True):
+        pending[name] = account = await api.account(tenant, f"pending on {name}")
+        await api.link(tenant, account["id"])
+        await api.qr(tenant, account["id"])
+
+    nodes["a"][0].kill()
+
+    async def all_back() -> bool:
+        seen = [await b.get_account(tenant, x["id"]) for x in served]
+        return all(s["status"] == "connected" and s["node"] in ("b", "c") for s in seen)
+
+    await until(all_back, 4 * LEASE + 10, "a's sessions connected again on b and c")
+
+    async def interrupted() -> bool:
+        [attempt] = await cc.attempts(tenant, pending["a"]["id"])
+        return (attempt["outcome"], attempt["reason"]) == ("interrupted", "node_lost")
+
+    await until(interrupted, 4 * LEASE + 10, "a's open attempt ended interrupted")
+    for account in served:
+        [attempt] = await b.attempts(tenant, account["id"])  # no new attempt, no QR code
+        assert attempt["outcome"] == "linked"
+    # b's attempt read and scanned through c, c's through b: each links on the node running it.
+    for name, scanner, n in (("b", cc, 20), ("c", b, 21)):
+        account = pending[name]
+        [attempt] = await scanner.attempts(tenant, account["id"])
+        assert attempt["outcome"] is None
+        code = await scanner.qr(tenant, account["id"])
+        assert await scanner.scan(tenant, code["code"], phone(n)) == "linked"
+        assert (await scanner.wait_status(tenant, account["id"], "connected"))["node"] == name
+    stats = await asyncio.to_thread(sim.stats)
+    assert stats["connected"] == len(served) + 2
+    assert stats["peak_connections_per_device"] == 1
+    views = [await accounts_seen(api, tenant) for api in (b, cc)]
+    assert views[0] == views[1]

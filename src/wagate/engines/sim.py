@@ -255,8 +255,9 @@ class SimServer:
 
     def open_connection(self, jid: str, engine: SimEngine, account_id: str) -> None:
         """A device connects; the newer connection wins and every older one gets ``Replaced``."""
-        live = self._live.setdefault(jid, [])
+        live = [c for c in self._live.get(jid, []) if c != (engine, account_id)]
         live.append((engine, account_id))
+        self._live[jid] = live
         self._peak = max(self._peak, len(live))
         for older, older_account in live[:-1]:
             self._replaced += 1
@@ -336,6 +337,7 @@ class SimEngine:
 
     def _replace_task(self, account_id: str, coro_name: str, coro: object) -> _Session:
         session = self._sessions.setdefault(account_id, _Session(account_id))
+        self._offline(session)  # a session opened again closes its connection first
         if session.task is not None and not session.task.done():
             session.task.cancel()
         if session.link is not None:
@@ -378,7 +380,8 @@ class SimEngine:
     async def connect(self, account_id: str, credentials: bytes) -> None:
         try:
             state = json.loads(credentials)
-            phone, jid = str(state["phone"]), str(state["jid"])
+            phone = str(state["phone"])
+            jid = str(state.get("jid") or f"{phone}@s.whatsapp.net")
         except (ValueError, KeyError, TypeError):
             # Engine-readable but meaningless credentials: the server would refuse them.
             self._emit(account_id, LoggedOut("credentials_rejected"))
