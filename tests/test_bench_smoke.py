@@ -85,3 +85,24 @@ def test_cluster_bench_reports() -> None:
     assert report["sessions_owned_a"] + report["sessions_owned_b"] == 6  # type: ignore[operator]
     assert report["failed_over"] == report["sessions_owned_a"]
     assert report["failover_seconds"] > 0  # type: ignore[operator]
+
+
+@pytest.mark.services
+@pytest.mark.timeout(240)
+def test_scaleout_bench_reports() -> None:
+    from tests.conftest import service_url
+
+    report = run_bench(
+        "scaleout.py",
+        "--accounts",
+        "6",
+        "--burst",
+        "3",
+        "--database-url",
+        service_url("postgres"),
+    )
+    assert report["events"] == 18
+    for nodes in (1, 2):
+        assert report[f"links_per_second_{nodes}_node"] > 0  # type: ignore[operator]
+        assert report[f"events_per_second_{nodes}_node"] > 0  # type: ignore[operator]
+    assert report["events_per_second_ratio_2_to_1"] > 0  # type: ignore[operator]
