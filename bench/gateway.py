@@ -52,6 +52,8 @@ class Gateway:
             # One workspace links thousands of accounts here: lift the link rate limits.
             "WAGATE_LINK_RATE_PER_ACCOUNT": "100000/h",
             "WAGATE_LINK_RATE_PER_WORKSPACE": "1000000/h",
+            # The webhook receivers of the benchmarks listen on 127.0.0.1.
+            "WAGATE_WEBHOOK_ALLOW_PRIVATE": "true",
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None

@@ -12,6 +12,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from wagate.db.database import Database, async_url
 
+# The tests' webhook receivers listen on 127.0.0.1, where a production gateway never sends
+# (wagate.webhooks.guard); the SSRF tests turn this off again for their own gateways. Set before
+# any Settings is read, and inherited by every `wagate serve` the tests start.
+os.environ.setdefault("WAGATE_WEBHOOK_ALLOW_PRIVATE", "true")
+
 BACKENDS = ("sqlite", "postgres", "mysql")
 
 
@@ -78,7 +83,7 @@ def redis_url() -> str:
     return service_url("redis")
 
 
-ADMIN_KEY = "wg_admin_test_key_0123456789"
+ADMIN_KEY = "wg_admin_test_key_0123456789abcdefghij"
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ def settings(tmp_path: Path) -> Settings:
         database_url=f"sqlite+aiosqlite:///{tmp_path}/gw.db",
         data_dir=tmp_path / "data",
         engine="sim",
-        admin_key="admin-key-for-tests-0123456789",
+        admin_key="admin-key-for-tests-0123456789abcdef",
     )
 
 

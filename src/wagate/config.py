@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from wagate.core.rates import Rate, parse_rate
 
+ADMIN_KEY_MIN = 32
 EngineName = Literal["sim", "whatsmeow"]
 AuthStoreName = Literal["db", "file", "redis"]
 LogFormat = Literal["text", "json"]
@@ -27,7 +28,10 @@ def default_node_name() -> str:
 class Settings(BaseSettings):
     """Every knob of the gateway; defaults start on SQLite with nothing else installed."""
 
-    model_config = SettingsConfigDict(env_prefix="WAGATE_", extra="ignore")
+    # Errors never echo a value back: it may be a key.
+    model_config = SettingsConfigDict(
+        env_prefix="WAGATE_", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str = "sqlite+aiosqlite:///./wagate.db"
     # The real engine; without its extra, `serve` stops and says how to install it (README,
@@ -49,6 +53,9 @@ class Settings(BaseSettings):
     webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)
     # Webhook requests in flight at once (one per account at a time, in `seq` order).
     webhook_concurrency: int = Field(default=64, ge=1, le=1024)
+    # Webhooks to loopback, private, link-local and other non-public addresses (off: a tenant
+    # must not reach the gateway's own network; on for receivers on that network).
+    webhook_allow_private: bool = False
     # Link attempts allowed: "10/h", "5/min", "30/s", "20/15min", or "off" (wagate.core.rates).
     link_rate_per_account: RateSetting = Rate(10, 3600)
     link_rate_per_workspace: RateSetting = Rate(100, 3600)
@@ -67,6 +74,18 @@ class Settings(BaseSettings):
     node_url: str | None = None
     # Session lease time-to-live; renewed every third of it.
     lease_seconds: float = Field(default=15.0, ge=1.0, le=3600.0)
+
+    @field_validator("admin_key")
+    @classmethod
+    def _admin_key_is_strong(cls, value: SecretStr | None) -> SecretStr | None:
+        # The admin key opens every workspace: a short or blank one is refused at start.
+        text = value.get_secret_value() if value is not None else ""
+        if value is not None and (len(text) < ADMIN_KEY_MIN or any(c.isspace() for c in text)):
+            raise ValueError(
+                f"WAGATE_ADMIN_KEY must be at least {ADMIN_KEY_MIN} characters with no whitespace "
+                "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return value
 
     @field_validator(
         "admin_key", "secret_key", "redis_url", "node_name", "node_url", "sim_url", mode="before"

@@ -17,6 +17,7 @@ import socket
 from functools import partial
 
 import httpx
+from aiohttp.abc import AbstractResolver
 from rich.console import Console
 
 from wagate.config import Settings
@@ -43,6 +44,7 @@ from wagate.stores import open_auth_store
 from wagate.stores.base import AuthStore
 from wagate.stores.keyfile import load_or_create_key
 from wagate.webhooks.dispatcher import DeliveryPolicy, Dispatcher
+from wagate.webhooks.guard import Guard
 
 STREAM_READS = 4
 # Longer than an engine call may take on the node a request is carried to.
@@ -117,10 +119,17 @@ class Gateway:
     before the error propagates. ``close()`` closes them in reverse order and is idempotent.
     """
 
-    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine | None = None,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
         self.settings = settings
         # Tests and benchmarks may hand in an engine; otherwise the settings choose one.
         self._given_engine = engine
+        # Where webhooks may go; tests hand in a resolver that answers for made-up names.
+        self.guard = Guard(settings.webhook_allow_private, resolver)
         self.bus = Wakeup()
         # Event streams read the database a few at a time: a thousand streams woken at once
         # must not take every pooled connection from the writers (engine events, commands).
@@ -196,7 +205,7 @@ class Gateway:
         await self.sessions.start(reopen=partial(commands.reopen, self.sessions))
         ids = await restore.restorable(self.sessions)
         self.dispatcher = Dispatcher(
-            self.db, self.cipher, delivery_policy(settings), metrics=self.metrics
+            self.db, self.cipher, delivery_policy(settings), metrics=self.metrics, guard=self.guard
         )
         stack.push_async_callback(self.dispatcher.close)
         await self.dispatcher.start()

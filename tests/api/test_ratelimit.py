@@ -70,6 +70,27 @@ async def test_per_workspace_limit(gateway_factory, fresh_database_url) -> None:
     assert (await api.link(tenant, accounts[3]["id"]))["state"] == "open"
 
 
+async def test_deleting_accounts_gives_the_workspace_no_attempts_back(
+    gateway_factory, database_url: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Create an account, link, delete it, again and again: the workspace's limit still fills
+    (deleting an account once deleted the attempts the limit counted)."""
+    api = await gateway_factory(
+        database_url, link_rate_per_account="off", link_rate_per_workspace="5/h"
+    )
+    tenant = await api.tenant()
+    for n in range(5):
+        account = await api.account(tenant, f"throwaway {n}")
+        await api.link(tenant, account["id"])
+        r = await api.http.delete(f"/v1/accounts/{account['id']}", headers=tenant.auth)
+        assert r.status_code in (200, 204), r.text
+    account = await api.account(tenant, "one more")
+    _assert_limited(await _link(api, tenant, account["id"]))
+    # The other workspaces are not held back by this one's.
+    neighbour = await api.tenant("quiet")
+    await api.link(neighbour, (await api.account(neighbour))["id"])
+
+
 async def test_limit_survives_a_restart(gateway_factory, fresh_database_url) -> None:  # type: ignore[no-untyped-def]
     url = await fresh_database_url("sqlite")
     api = await gateway_factory(url, link_rate_per_account="2/h")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from wagate.cli.main import app
@@ -91,3 +92,32 @@ def test_serve_prints_a_new_admin_key_once_and_never_logs_it(tmp_path: Path) -> 
         assert server.log is not None and key not in server.log.read_text()  # second start
     finally:
         server.stop()
+
+
+def test_serve_without_the_whatsmeow_extra_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hint names the extra whole: rich once read ``[whatsmeow]`` as markup and dropped it."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "neonize" else real(name, *a)
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WAGATE_ENGINE", "whatsmeow")
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 2
+    assert "pip install 'wagate[whatsmeow]'" in result.output
+    assert "--engine sim" in result.output
+
+
+@pytest.mark.parametrize("key", ["x", "k3y-" * 7, " " * 40, "a" * 20 + " " + "b" * 20])
+def test_serve_refuses_a_weak_admin_key_without_echoing_it(tmp_path: Path, key: str) -> None:
+    result = wagate("serve", "--engine", "sim", env={"WAGATE_ADMIN_KEY": key}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "WAGATE_ADMIN_KEY must be at least 32 characters with no whitespace" in result.stderr
+    assert "Traceback" not in result.stderr
+    if len(key.strip()) > 3:  # long enough to recognise
+        assert key.strip() not in result.stderr
+    assert not (tmp_path / "wagate.db").exists()

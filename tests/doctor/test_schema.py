@@ -215,6 +215,7 @@ async def test_older_revision_is_reported(database_url: str) -> None:
         ("missing_table", "webhook_deliveries", "webhook_deliveries"),
         ("missing_table", "nodes", "nodes"),
         ("missing_table", "leases", "leases"),
+        ("missing_table", "link_starts", "link_starts"),
         ("revision_behind", "alembic_version", "0001"),
     }
     assert data["revision"] == "0001"

@@ -80,7 +80,7 @@ async def test_restore_500_accounts_concurrent_and_bounded(  # type: ignore[no-u
         database_url=await fresh_database_url("sqlite"),
         engine="sim",
         data_dir=tmp_path,
-        admin_key="k",
+        admin_key="admin-key-for-restore-tests-0123456789",
         restore_concurrency=BOUND,
     )
     ids = await seed(settings)
@@ -120,7 +120,7 @@ async def test_store_outage_at_restore_parks_accounts_without_logging_out(  # ty
         database_url=await fresh_database_url("sqlite"),
         engine="sim",
         data_dir=tmp_path,
-        admin_key="k",
+        admin_key="admin-key-for-restore-tests-0123456789",
     )
     ids = await seed(settings, count=1)
     gateway = Gateway(settings)
@@ -158,7 +158,7 @@ async def test_restore_in_batches_counts_accounts_no_longer_linked(  # type: ign
         database_url=await fresh_database_url("sqlite"),
         engine="sim",
         data_dir=tmp_path,
-        admin_key="k",
+        admin_key="admin-key-for-restore-tests-0123456789",
     )
     ids = await seed(settings, count=restore.RESTORE_BATCH + 6)  # two batches
     gateway = Gateway(settings)

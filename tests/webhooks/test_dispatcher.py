@@ -207,7 +207,9 @@ async def restart_dispatcher(
     policy = delivery_policy(gateway.settings)
     if concurrency is not None:
         policy = dataclasses.replace(policy, concurrency=concurrency)
-    gateway.dispatcher = Dispatcher(gateway.db, gateway.cipher, policy, gateway.metrics, **options)
+    gateway.dispatcher = Dispatcher(
+        gateway.db, gateway.cipher, policy, gateway.metrics, guard=gateway.guard, **options
+    )
     # The gateway closes what it opened: the replacement too (closing twice is harmless).
     gateway._stack.push_async_callback(gateway.dispatcher.close)
     await gateway.dispatcher.start()

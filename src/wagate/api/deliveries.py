@@ -57,7 +57,8 @@ class DeliveryOut(BaseModel):
     last_status: int | None = Field(description="HTTP status of the last attempt, if any.")
     last_error: str | None = Field(
         examples=["http_5xx"],
-        description="timeout, refused, http_4xx, http_5xx, other or disabled; null once sent.",
+        description="timeout, refused, http_4xx, http_5xx, other, disabled or blocked_address "
+        "(the URL leads only to addresses webhooks are not sent to); null once sent.",
     )
     delivered_at: datetime | None
     created_at: datetime

@@ -40,6 +40,8 @@ async def create_workspace(
     assert cipher is not None
 
     url = str(body.webhook_url) if body.webhook_url else None
+    if url is not None:
+        await gateway.guard.check(url)
     workspace, key = await gateway.db.run(
         lambda session: workspaces.create_workspace(session, cipher, body.name, url, secret)
     )
@@ -68,6 +70,7 @@ async def update_workspace(
     changes = body.model_dump(include=body.model_fields_set)
     if "webhook_url" in changes and body.webhook_url is not None:
         changes["webhook_url"] = str(body.webhook_url)
+        await gateway.guard.check(changes["webhook_url"])
 
     workspace = await gateway.db.run(
         lambda session: workspaces.update_workspace(session, caller, workspace_id, changes)

@@ -7,9 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import typer
-from rich.console import Console
-
+from wagate.cli.output import fail
 from wagate.config import Settings
 from wagate.db.database import Database
 from wagate.errors import WagateError
@@ -31,8 +29,6 @@ def on_database(work: Callable[[Database], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except WagateError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(1) from None
+        raise fail(exc.message, 1) from None
     except Exception as exc:  # the database's own message is what the user needs
-        Console(stderr=True).print(f"[red]error:[/red] could not reach the database: {exc}")
-        raise typer.Exit(2) from None
+        raise fail(f"could not reach the database: {exc}") from None

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from wagate.cli.output import fail
 from wagate.config import Settings
 from wagate.db.database import Database
 from wagate.db.models import Workspace
@@ -98,8 +99,7 @@ def funnel(
     except typer.BadParameter:
         raise
     except Exception as exc:  # the database's own message is what the user needs
-        Console(stderr=True).print(f"[red]error:[/red] could not read the funnel: {exc}")
-        raise typer.Exit(2) from None
+        raise fail(f"could not read the funnel: {exc}") from None
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:

@@ -11,6 +11,7 @@ from rich.console import Console
 from wagate import __version__
 from wagate.cli.cluster import app as cluster_app
 from wagate.cli.funnel import funnel
+from wagate.cli.output import fail
 from wagate.cli.webhooks import app as webhooks_app
 from wagate.config import Settings
 from wagate.db.database import Database
@@ -33,11 +34,6 @@ app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(cluster_app, name="cluster")
 app.command("funnel")(funnel)
 console = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
 
 
 @app.callback()
@@ -76,11 +72,11 @@ def serve(
         build_engine(settings)
         asyncio.run(preflight(settings))
     except WagateError as exc:
-        raise _fail(exc.message) from None
+        raise fail(exc.message) from None
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except Exception as exc:  # the database's own message is what the user needs
-        raise _fail(f"could not open the database: {exc}") from None
+        raise fail(f"could not open the database: {exc}") from None
     configure(settings.log_format, settings.log_level)
     # Ends open event streams as soon as shutdown begins (see wagate.api.server).
     running = server(
@@ -120,7 +116,7 @@ def db_upgrade() -> None:
     try:
         revision = asyncio.run(run())
     except Exception as exc:  # the database's own message is what the user needs
-        raise _fail(f"could not upgrade the database: {exc}") from None
+        raise fail(f"could not upgrade the database: {exc}") from None
     console.print(f"database at revision [bold]{revision}[/bold]")
 
 
@@ -150,7 +146,7 @@ def sim_server(
     try:
         settings = Settings()
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     configure(settings.log_format, settings.log_level)
     url = f"http://{host}:{port}"
     console.print(
@@ -163,7 +159,7 @@ def sim_server(
     try:
         web.run_app(app_, host=host, port=port, print=None, access_log=None)
     except OSError as exc:
-        raise _fail(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        raise fail(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def main() -> None:

@@ -349,6 +349,22 @@ class Node(Base):
     __table_args__ = (CheckConstraint(f"state IN ({NODE_SQL})", name="state"),)
 
 
+class LinkStart(Base):
+    """One row per link attempt started, kept per workspace: what the workspace's link rate limit
+    counts. Unlike the attempts, these rows stay when their account is deleted, so deleting an
+    account cannot give its workspace its attempts back."""
+
+    __tablename__ = "link_starts"
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("workspaces.id", ondelete="CASCADE")
+    )
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index(None, "workspace_id", "started_at"),)
+
+
 class Lease(Base):
     """Which node serves an account's session or open attempt, until when, under which epoch.
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from wagate.doctor import DoctorError, render
 from wagate.doctor.deps import check, to_json
@@ -36,7 +37,8 @@ class LogFormat(StrEnum):
 
 
 def _fail(message: str) -> NoReturn:
-    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    text = escape(message)  # plain text, never markup
+    Console(stderr=True).print(f"[red]error:[/red] {text}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 

@@ -226,7 +226,7 @@ def _free(now: datetime, terms: LeaseTerms) -> ColumnElement[bool]:
 
 
 async def orphans(
-    session: AsyncSession, node: str, now: datetime, terms: LeaseTerms, limit: int = 500
+    session: AsyncSession, node: str, now: datetime, terms: LeaseTerms, limit: int = 2000
 ) -> list[Orphan]:
     """Accounts with a session status or an open attempt that no live node serves: no lease, a
     released one, or one past its expiry and the margin (``node``'s own are not orphans)."""

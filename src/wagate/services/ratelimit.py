@@ -1,9 +1,10 @@
 """Rate limits on link attempts, per account and per workspace (DESIGN §5).
 
-The attempts themselves are the counter: ``link_attempts.started_at`` is a sliding-window log
-that every process shares and that survives restarts, so no second store (memory, Redis) can
-disagree with the database. Only new attempts count: the idempotent repeat of an open attempt
-never reaches the check.
+The database is the counter, a sliding-window log that every process shares and that survives
+restarts, so no second store (memory, Redis) can disagree with it: per account,
+``link_attempts.started_at``; per workspace, ``link_starts``, one row per attempt started, which
+stays when its account is deleted (deleting accounts gives a workspace no attempts back). Only new
+attempts count: the idempotent repeat of an open attempt never reaches the check.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wagate.core.rates import Rate
-from wagate.db.models import Account, LinkAttempt, Workspace
+from wagate.db.models import Account, LinkAttempt, LinkStart, Workspace
 from wagate.errors import RateLimited
 
 
@@ -27,7 +28,8 @@ async def check_link(
     per_account: Rate,
     per_workspace: Rate,
 ) -> None:
-    """Raise ``RateLimited`` when a new attempt for ``account`` would exceed a limit.
+    """Raise ``RateLimited`` when a new attempt for ``account`` would exceed a limit; else count
+    the attempt against its workspace.
 
     The caller holds the account row; the workspace row is locked too, so two accounts of one
     workspace cannot both take its last slot.
@@ -39,12 +41,17 @@ async def check_link(
         await session.execute(
             select(Workspace.id).where(Workspace.id == account.workspace_id).with_for_update()
         )
-        query = (
-            select(LinkAttempt.started_at)
-            .join(Account, Account.id == LinkAttempt.account_id)
-            .where(Account.workspace_id == account.workspace_id)
-        )
+        query = select(LinkStart.started_at).where(LinkStart.workspace_id == account.workspace_id)
         await _check(session, query, per_workspace, now, "workspace")
+        # What has left the window can never count again.
+        window = timedelta(seconds=per_workspace.seconds)
+        await session.execute(
+            delete(LinkStart).where(
+                LinkStart.workspace_id == account.workspace_id,
+                LinkStart.started_at <= now - window,
+            )
+        )
+    session.add(LinkStart(workspace_id=account.workspace_id, started_at=now))
 
 
 async def _check(
@@ -57,8 +64,9 @@ async def _check(
     # The ``count``-th newest attempt inside the window, if there is one: then the limit is
     # reached, and its leaving the window frees the next slot. One row, however high the limit.
     window = timedelta(seconds=rate.seconds)
-    recent = query.where(LinkAttempt.started_at > now - window)
-    recent = recent.order_by(LinkAttempt.started_at.desc()).offset(rate.count - 1).limit(1)
+    started = query.selected_columns[0]
+    recent = query.where(started > now - window)
+    recent = recent.order_by(started.desc()).offset(rate.count - 1).limit(1)
     oldest = (await session.execute(recent)).scalar_one_or_none()
     if oldest is None:
         return

@@ -34,6 +34,7 @@ from wagate.logs import WagateMessage
 from wagate.metrics import Metrics
 from wagate.webhooks import queue as deliveries
 from wagate.webhooks import requests as webhooks
+from wagate.webhooks.guard import AddressBlocked, Guard
 
 log = logging.getLogger("wagate.webhooks")
 # The most of a receiver's answer read back (to keep its connection alive), in bytes.
@@ -41,10 +42,15 @@ MAX_READ = 64 * 1024
 # Results nobody waits on are committed this much later, together with the others that came in
 # meanwhile: one transaction for many deliveries when they trickle in.
 SETTLE_DELAY = 0.02
+# last_error of a delivery whose URL leads only to addresses webhooks are not sent to (guard.py);
+# such a delivery is dead at once: it can be replayed once the URL is fixed.
+BLOCKED = "blocked_address"
 
 
 def classify(status: int | None, exc: BaseException | None) -> str | None:
     """The failure class logged and stored in ``last_error``; None for a 2xx answer."""
+    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, AddressBlocked):
+        return BLOCKED
     if isinstance(exc, TimeoutError):  # aiohttp's timeouts are TimeoutErrors
         return "timeout"
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -84,6 +90,7 @@ class Dispatcher:
         policy: DeliveryPolicy = DeliveryPolicy(),
         metrics: Metrics | None = None,
         *,
+        guard: Guard,
         timeout: float = 10.0,
         poll: float = 1.0,
         depth: int = 16,
@@ -91,6 +98,7 @@ class Dispatcher:
         self.db = db
         self.cipher = cipher
         self.metrics = metrics
+        self.guard = guard
         self.max_attempts = policy.max_attempts
         self.backoff = policy.backoff
         self.concurrency = policy.concurrency
@@ -131,7 +139,7 @@ class Dispatcher:
         # costs a fifth of the CPU per request of httpx, measured in docs/benchmarks.md.)
         self._client = aiohttp.ClientSession(
             timeout=self._timeout,
-            connector=aiohttp.TCPConnector(limit=self.concurrency),
+            connector=aiohttp.TCPConnector(limit=self.concurrency, resolver=self.guard.resolver()),
             skip_auto_headers=("User-Agent",),
         )
         self.db.listen(self._committed)
@@ -340,6 +348,8 @@ class Dispatcher:
         if outgoing is None:
             # The blazz format has no name for this event: nothing to send, nothing to retry.
             return self._outcome(job, status=None, error=None, started=started)
+        if self.guard.refuses_literal(job.url):
+            return self._outcome(job, status=None, error=BLOCKED, started=started, final=True)
         assert self._client is not None
         status: int | None = None
         failure: BaseException | None = None
@@ -356,7 +366,9 @@ class Dispatcher:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             failure = exc
         error = classify(status, failure)
-        return self._outcome(job, status=status, error=error, started=started)
+        return self._outcome(
+            job, status=status, error=error, started=started, final=error == BLOCKED
+        )
 
     def _outcome(
         self,
