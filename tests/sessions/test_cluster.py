@@ -26,8 +26,9 @@ from sqlalchemy.engine import make_url
 
 from tests.apiclient import ApiClient, Tenant
 from tests.conftest import ADMIN_KEY
+from tests.proxy import Proxy
 from tests.receiver import Receiver
-from tests.serve import Server, SimServerProcess, free_port
+from tests.serve import Server, SimServerProcess
 from tests.test_metrics import one, scrape
 
 LEASE = 3.0
@@ -429,52 +430,6 @@ async def test_a_node_with_another_secret_key_refuses_to_start(
     assert "WAGATE_SECRET_KEY differs from node 'a'" in message
     assert "Traceback" not in message
     assert "another-key-0000" not in message
-
-
-class Proxy:
-    """A TCP proxy on 127.0.0.1 in front of the database, that the test can cut and restore."""
-
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
-        self.upstream = (upstream_host, upstream_port)
-        self.port = free_port()
-        self.server: asyncio.Server | None = None
-        self.pipes: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        except OSError:
-            writer.close()
-            return
-        self.pipes |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    async def cut(self) -> None:
-        """Refuse new connections and break every open one, as a network partition does."""
-        assert self.server is not None
-        self.server.close()
-        for writer in self.pipes:
-            writer.transport.abort()
-        self.pipes.clear()
-        await self.server.wait_closed()
-
-    async def close(self) -> None:
-        if self.server is not None and self.server.is_serving():
-            await self.cut()
 
 
 @pytest.mark.parametrize("backend", ["postgres", "mysql"])

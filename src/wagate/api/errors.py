@@ -8,11 +8,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException
 
 from wagate import errors
+from wagate.db.database import UNREACHABLE
 
 log = logging.getLogger("wagate.api")
 
@@ -109,6 +108,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.WagateError, _wagate_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    for unreachable in (SQLAlchemyTimeoutError, OperationalError, InterfaceError):
+    for unreachable in UNREACHABLE:
         app.add_exception_handler(unreachable, _database_unreachable)
     app.add_exception_handler(Exception, _unexpected)

@@ -14,13 +14,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import asyncmy.errors
+import asyncpg.exceptions
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InterfaceError
+from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -34,6 +38,24 @@ from wagate.db.models import Event
 from wagate.db.notes import Notes
 
 log = logging.getLogger("wagate.db")
+
+# What "the database is out of reach" raises: no pooled connection in time, a lost connection
+# (wrapped by SQLAlchemy), and a connect refused or cut, which every driver raises as its own
+# error outside SQLAlchemy's (the socket's OSError; PostgreSQL starting up, shutting down or out
+# of connections; MariaDB's "can't connect"). Callers answer 503, or wait and try again.
+UNREACHABLE: tuple[type[Exception], ...] = (
+    SQLAlchemyTimeoutError,
+    SQLAlchemyOperationalError,
+    InterfaceError,
+    DisconnectionError,
+    OSError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.InterfaceError,
+    asyncmy.errors.OperationalError,
+    asyncmy.errors.InterfaceError,
+)
 
 
 def touch(session: AsyncSession, topic: str, event: Event | None = None) -> None:

@@ -21,7 +21,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, func, select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wagate.core.caller import Caller
@@ -148,15 +147,24 @@ class CommitWatch:
         self._marks: deque[tuple[float, float, int]] = deque()
 
     async def run(self) -> None:
-        started = time.monotonic()
-        async with self.db.read_sessions() as session:
-            top = (await session.execute(select(func.max(Event.id)))).scalar_one_or_none() or 0
-        self._marks.append((started, time.monotonic(), top))
+        """Watch until cancelled. A failed read (the database away, or anything else) is logged
+        and tried again at the next interval: the watch never stops by itself, or every event
+        stream here would stop seeing other processes' commits."""
+        while not self._marks:
+            started = time.monotonic()
+            try:
+                async with self.db.read_sessions() as session:
+                    query = select(func.max(Event.id))
+                    top = (await session.execute(query)).scalar_one_or_none() or 0
+                self._marks.append((started, time.monotonic(), top))
+            except Exception:
+                log.warning("reading the newest event failed", exc_info=True)
+                await asyncio.sleep(self.interval)
         while True:
             await asyncio.sleep(self.interval)
             try:
                 await self.check()
-            except SQLAlchemyError:  # the database may be briefly away; the next read tries
+            except Exception:  # the database may be briefly away; the next read tries
                 log.warning("checking for other processes' events failed", exc_info=True)
 
     async def check(self) -> None:

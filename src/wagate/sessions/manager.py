@@ -18,16 +18,16 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wagate.core.backoff import Backoff
 from wagate.core.caller import Caller
 from wagate.core.cluster import DEFAULT_TERMS, SESSION_STATUSES, LeaseTerms
 from wagate.core.rates import Rate
 from wagate.core.states import AccountStatus, AttemptOutcome
 from wagate.core.tasks import BackgroundTasks
 from wagate.db import notes
+from wagate.db.database import UNREACHABLE as DATABASE_UNREACHABLE
 from wagate.db.database import Database, db_clock
 from wagate.db.models import Account, utcnow
 from wagate.engines.base import (
@@ -93,8 +93,12 @@ MESSAGE_EVENTS = (MessageReceived, MessageStatus)
 # The most message events of one account applied in one transaction.
 MESSAGE_BATCH = 64
 # Failures that pass: no pooled connection free in time, a lost connection, a store away.
-UNREACHABLE = (SQLAlchemyTimeoutError, OperationalError, InterfaceError, StoreUnavailable)
-APPLY_TRIES = 8
+UNREACHABLE: tuple[type[Exception], ...] = (*DATABASE_UNREACHABLE, StoreUnavailable)
+# An engine event the database could not take is tried again this often, until it can.
+HELD_RETRY = Backoff(min=0.2, max=5.0, factor=2.0, jitter=0.1)
+# Events held per account while the database is out of reach; past this the newest are dropped
+# (and logged), so a long outage cannot take the process's memory.
+HELD_EVENTS = 10_000
 # How long a handoff waits for what the engine reported before the session closed to be applied.
 HANDOFF_DRAIN = 5.0
 
@@ -263,6 +267,12 @@ class SessionManager:
             return
         queue = self._pending.get(account_id)
         if queue is not None:
+            if len(queue) >= HELD_EVENTS:
+                log.error(
+                    "engine event dropped: too many held for the account",
+                    extra={"account_id": account_id, "event": type(event).__name__},
+                )
+                return
             queue.append(event)
             return
         self._pending[account_id] = deque([event])
@@ -292,24 +302,35 @@ class SessionManager:
             del self._pending[account_id]
 
     async def _apply_logged(self, account_id: str, event: EngineEvent) -> None:
-        """Apply one event; while the database (or the credential store) is out of reach it is
-        tried again, the account's later events waiting behind it, rather than dropped."""
-        for attempt in range(1, APPLY_TRIES + 1):
+        """Apply one event. While the database (or the credential store) is out of reach it is
+        tried again, with backoff, for as long as it takes: the account's later events wait
+        behind it, in order (at most ``HELD_EVENTS`` of them), rather than being dropped."""
+        attempt = 0
+        while True:
             try:
                 await self.apply(account_id, event)
                 return
-            except UNREACHABLE:
-                if attempt == APPLY_TRIES or self._closed:
+            except UNREACHABLE as exc:
+                if self._closed:
+                    failure: BaseException = exc
                     break
-                log.warning(
-                    "database out of reach, engine event applied again shortly",
-                    extra={"account_id": account_id, "event": type(event).__name__},
-                )
-                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
-            except Exception:
+                attempt += 1
+                if attempt == 1 or attempt % 20 == 0:
+                    log.warning(
+                        "database out of reach, engine event held until it is back",
+                        extra={
+                            "account_id": account_id,
+                            "event": type(event).__name__,
+                            "error": type(exc).__name__,
+                        },
+                    )
+                await asyncio.sleep(HELD_RETRY.delay(attempt))
+            except Exception as exc:
+                failure = exc
                 break
-        log.exception(
+        log.error(
             "engine event not applied",
+            exc_info=failure,
             extra={"account_id": account_id, "event": type(event).__name__},
         )
 
