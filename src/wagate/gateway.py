@@ -195,7 +195,6 @@ class Gateway:
             self.sessions,
             key_fingerprint=self.cipher.fingerprint,
             url=node_url(settings),
-            reopen_concurrency=settings.restore_concurrency,
         )
         # Closed in reverse: the node leaves (its leases released) once its sessions are closed.
         stack.push_async_callback(node.leave)

@@ -248,3 +248,58 @@ async def test_client_ref_race_between_two_processes(api: ApiClient) -> None:
         assert [r.status_code for r in answers[:2]] == [202, 202], [r.text for r in answers[:2]]
         ids = {r.json()["id"] for r in answers[:2]} | {m.id for m in answers[2:]}
         assert len(ids) == 1, ids
+
+
+async def test_messages_a_stopped_process_left_queued_are_settled(  # type: ignore[no-untyped-def]
+    gateway_factory, database_url
+) -> None:
+    """What a crash leaves behind: a message the engine took (it has a WhatsApp id) but whose
+    receipts never came is ``sent``; one without an id may or may not have gone out and is
+    ``failed`` with ``send_interrupted`` (never sent twice); a send in progress is left alone."""
+    from datetime import timedelta
+
+    from wagate.db.models import Message, utcnow
+    from wagate.sessions import sweeper
+
+    api = await gateway_factory(database_url)
+    tenant = await api.tenant()
+    account = await api.account(tenant)
+    await api.link_phone(tenant, account["id"], PHONE)
+    gateway = api.app.state.gateway
+    long_ago = utcnow() - timedelta(seconds=sweeper.STALE_QUEUED + 5)
+
+    async def leftovers(session):  # type: ignore[no-untyped-def]
+        rows = {
+            "taken": Message(account_id=account["id"], direction="out", chat=PHONE, text="a",
+                             status="queued", wa_id="3EB0TAKEN", updated_at=long_ago),
+            "unknown": Message(account_id=account["id"], direction="out", chat=PHONE, text="b",
+                               status="queued", updated_at=long_ago),
+            "fresh": Message(account_id=account["id"], direction="out", chat=PHONE, text="c",
+                             status="queued"),
+        }  # fmt: skip
+        session.add_all(rows.values())
+        await session.flush()
+        return {name: row.id for name, row in rows.items()}
+
+    ids = await gateway.db.run(leftovers)
+    assert await sweeper.settle_messages(gateway.sessions) == 2
+    assert await sweeper.settle_messages(gateway.sessions) == 0  # once
+
+    async def status(message_id: str) -> dict[str, object]:
+        r = await api.http.get(
+            f"/v1/accounts/{account['id']}/messages/{message_id}", headers=tenant.auth
+        )
+        return r.json()  # type: ignore[no-any-return]
+
+    assert (await status(ids["taken"]))["status"] == "sent"
+    assert (await status(ids["unknown"]))["status"] == "failed"
+    assert (await status(ids["fresh"]))["status"] == "queued"
+    r = await api.http.get(
+        "/v1/events", params={"account_id": account["id"], "limit": 500}, headers=tenant.auth
+    )
+    told = {
+        e["data"]["message_id"]: (e["data"]["status"], e["data"].get("reason"))
+        for e in r.json()["events"]
+        if e["type"] == "message.status"
+    }
+    assert told == {ids["taken"]: ("sent", None), ids["unknown"]: ("failed", "send_interrupted")}

@@ -105,6 +105,42 @@ async def fail(session: AsyncSession, message_id: str, reason: str) -> None:
         _set_status(session, account, message, M.FAILED, reason=reason)
 
 
+async def settle_stale(session: AsyncSession, cutoff: datetime, limit: int = 500) -> int:
+    """Outgoing messages still ``queued`` since before ``cutoff``: the process that sent them
+    stopped (a crash, a kill) between the claim and the receipts. One the engine took (it has
+    a WhatsApp id) went out: it is ``sent``, and later receipts move it on. One without an id
+    may or may not have reached WhatsApp, and the engine cannot resend it under the same id, so
+    it is ``failed`` with reason ``send_interrupted`` rather than risk sending it twice. Returns
+    how many were settled."""
+    query = (
+        select(Message.id)
+        .where(
+            Message.direction == MessageDirection.OUT,
+            Message.status == M.QUEUED,
+            Message.updated_at < cutoff,
+        )
+        .order_by(Message.account_id)
+        .limit(limit)
+    )
+    settled = 0
+    for message_id in list((await session.execute(query)).scalars()):
+        message = await session.get(Message, message_id)
+        if message is None:
+            continue
+        account = await lock_account(session, message.account_id)
+        if account is None:
+            continue
+        await session.refresh(message)  # as it is now that its account is locked
+        if message.status != M.QUEUED:
+            continue
+        if message.wa_id is not None:
+            _set_status(session, account, message, M.SENT)
+        else:
+            _set_status(session, account, message, M.FAILED, reason="send_interrupted")
+        settled += 1
+    return settled
+
+
 def _set_status(
     session: AsyncSession,
     account: Account,

@@ -1,4 +1,5 @@
-"""The sweeper: closes link attempts whose engine stopped reporting on them."""
+"""The sweeper: closes link attempts whose engine stopped reporting on them, and settles the
+outgoing messages a stopped process left ``queued``."""
 
 from __future__ import annotations
 
@@ -11,11 +12,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from wagate.core.states import AttemptOutcome
 from wagate.db.models import LinkAttempt, utcnow
+from wagate.services import messages
 from wagate.sessions.context import Ctx
 from wagate.sessions.handlers import end
 from wagate.sessions.manager import SessionManager
 
 sweep_log = logging.getLogger("wagate.sweeper")
+# A send holds its message ``queued`` for at most the engine's call timeout (15 s); one queued
+# longer was left by a process that stopped. Checked this often.
+STALE_QUEUED = 20.0
+MESSAGE_SWEEP_EVERY = 10.0
 
 
 async def sweep(mgr: SessionManager, silence: float) -> int:
@@ -46,11 +52,27 @@ async def sweep(mgr: SessionManager, silence: float) -> int:
     return closed
 
 
+async def settle_messages(mgr: SessionManager, stale: float = STALE_QUEUED) -> int:
+    """Settle the outgoing messages left ``queued`` for longer than ``stale`` seconds."""
+    cutoff = utcnow() - timedelta(seconds=stale)
+    settled = await mgr.db.run(lambda session: messages.settle_stale(session, cutoff))
+    if settled:
+        sweep_log.warning(
+            "messages left queued by a stopped process settled", extra={"messages": settled}
+        )
+    return settled
+
+
 async def sweep_forever(mgr: SessionManager, silence: float) -> None:
-    interval = max(0.05, min(silence / 4, 30.0))
+    interval = max(0.05, min(silence / 4, MESSAGE_SWEEP_EVERY))
+    attempts_every = max(0.05, min(silence / 4, 30.0))
+    last_attempts = asyncio.get_running_loop().time()
     while True:
         await asyncio.sleep(interval)
         try:
-            await sweep(mgr, silence)
-        except Exception:  # keep sweeping; the next round retries
-            sweep_log.exception("sweep failed")
+            await settle_messages(mgr)
+            if asyncio.get_running_loop().time() - last_attempts >= attempts_every:
+                last_attempts = asyncio.get_running_loop().time()
+                await sweep(mgr, silence)
+        except Exception as exc:  # keep sweeping; the next round retries
+            sweep_log.warning("sweep failed", exc_info=exc)
