@@ -624,15 +624,16 @@ async def accounts_seen(api: ApiClient, tenant: Tenant) -> list[dict[str, Any]]:
 
 
 async def settled(apis: list[ApiClient], tenant: Tenant, count: int) -> list[dict[str, Any]]:
-    """The accounts once all ``count`` are connected and every node gives the same answer."""
+    """The accounts once all ``count`` are connected and served, and every node gives the same
+    answer (a session the placement is moving to another node has no owner for a moment)."""
     views: list[list[dict[str, Any]]] = []
 
     async def same() -> bool:
         views[:] = [await accounts_seen(api, tenant) for api in apis]
-        connected = sum(a["status"] == "connected" for a in views[0])
-        return connected == count and all(v == views[0] for v in views)
+        served = sum(a["status"] == "connected" and a["node"] is not None for a in views[0])
+        return served == count and all(v == views[0] for v in views)
 
-    await until(same, 60, "every account connected, and the same answer through every node")
+    await until(same, 60, "every account connected and served, the same through every node")
     return views[0]
 
 
