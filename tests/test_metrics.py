@@ -100,8 +100,14 @@ async def test_each_gateway_counts_its_own(gateway_factory: Any, tmp_path: Path)
     tenant = await first.tenant()
     account = await first.account(tenant)
     await first.link_phone(tenant, account["id"], PHONES[0])
-    assert (await scrape(first))[one("wagate_link_attempts_total", outcome="linked")] == 1
-    assert one("wagate_link_attempts_total", outcome="linked") not in await scrape(second)
+    linked = one("wagate_link_attempts_total", outcome="linked")
+    # Counted once the attempt's transaction has committed, a moment after the status shows.
+    for _ in range(100):
+        if (await scrape(first)).get(linked) == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert (await scrape(first))[linked] == 1
+    assert linked not in await scrape(second)
     assert (await scrape(second))[one("wagate_qr_codes_total")] == 0
 
 
