@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import statistics
 import sys
@@ -33,7 +32,7 @@ import aiohttp
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway import Gateway, bearer, cpu_seconds, workspace_key  # noqa: E402
+from gateway import Gateway, bearer, cpu_seconds, print_result, workspace_key  # noqa: E402
 
 
 class Load:
@@ -145,10 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     accounts, seconds = (100, 5.0) if args.quick else (args.accounts, args.seconds)
     result = asyncio.run(run(accounts, seconds, args.concurrency, args.rate, args.database_url))
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
-    print(json.dumps(result))
+    print_result(result)
 
 
 if __name__ == "__main__":

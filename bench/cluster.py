@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from wagate.db.database import async_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway import Gateway, bearer, cpu_seconds, rss_kib, workspace_key  # noqa: E402
+from gateway import Gateway, bearer, cpu_seconds, print_result, rss_kib, workspace_key  # noqa: E402
 
 from sessions import link_one  # noqa: E402
 
@@ -154,10 +153,7 @@ def main() -> None:
     args = parser.parse_args()
     accounts, lease = (100, 3.0) if args.quick else (args.accounts, args.lease)
     result = asyncio.run(run(accounts, args.database_url, lease, args.concurrency))
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
-    print(json.dumps(result))
+    print_result(result)
 
 
 if __name__ == "__main__":

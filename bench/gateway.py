@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -33,6 +34,32 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_ready(
+    process: subprocess.Popen[bytes], url: str, log: Path, timeout: float, what: str
+) -> None:
+    """Until ``url`` answers 200; RuntimeError (naming the log) if the process exits first or
+    is not ready in ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited: see {log}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not come up: see {log}")
+
+
+def print_result(result: dict[str, object]) -> None:
+    """The result as a table, then as one JSON object on the last line."""
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+    print(json.dumps(result))
 
 
 class Gateway:
@@ -69,17 +96,7 @@ class Gateway:
             stdout=log,
             stderr=log,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gateway exited: see {self.workdir / 'serve.log'}")
-            try:
-                if httpx.get(self.url + ready, timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("gateway did not come up")
+        wait_ready(self.process, self.url + ready, self.workdir / "serve.log", timeout, "gateway")
 
     @property
     def pid(self) -> int:

@@ -33,7 +33,7 @@ import httpx
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway import Gateway, bearer, cpu_seconds, workspace_key  # noqa: E402
+from gateway import Gateway, bearer, cpu_seconds, print_result, workspace_key  # noqa: E402
 
 from receiver import Receiver  # noqa: E402
 from wagate.db.database import Database
@@ -235,10 +235,7 @@ def main() -> None:
     args = parser.parse_args()
     accounts, burst = (20, 10) if args.quick else (args.accounts, args.burst)
     result = asyncio.run(run(args.database_url, accounts, burst))
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
-    print(json.dumps(result))
+    print_result(result)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -32,7 +31,15 @@ from wagate.db.database import async_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster import SECRET_KEY, admin, gauge, wait_for  # noqa: E402
-from gateway import Gateway, bearer, cpu_seconds, free_port, workspace_key  # noqa: E402
+from gateway import (  # noqa: E402
+    Gateway,
+    bearer,
+    cpu_seconds,
+    free_port,
+    print_result,
+    wait_ready,
+    workspace_key,
+)
 
 from receiver import Receiver  # noqa: E402
 from sessions import link_one  # noqa: E402
@@ -61,14 +68,7 @@ class SimServer:
                 stdout=out,
                 stderr=out,
             )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise RuntimeError(f"sim-server did not come up: see {self.log}")
+        wait_ready(self.process, f"{self.url}/health", self.log, 30.0, "sim-server")
 
     def stop(self) -> None:
         self.process.terminate()
@@ -182,10 +182,7 @@ def main() -> None:
     args = parser.parse_args()
     accounts, burst = (30, 5) if args.quick else (args.accounts, args.burst)
     result = asyncio.run(run(args.database_url, accounts, burst))
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
-    print(json.dumps(result))
+    print_result(result)
 
 
 if __name__ == "__main__":

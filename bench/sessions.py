@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -20,7 +19,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway import Gateway, bearer, cpu_seconds, rss_kib, workspace_key  # noqa: E402
+from gateway import Gateway, bearer, cpu_seconds, print_result, rss_kib, workspace_key  # noqa: E402
 
 
 async def connected_count(http: httpx.AsyncClient) -> int:
@@ -141,10 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     accounts = 100 if args.quick else args.accounts
     result = asyncio.run(run(accounts, args.database_url, args.concurrency))
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
-    print(json.dumps(result))
+    print_result(result)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_ready(
+    process: subprocess.Popen[bytes], url: str, log: Path, timeout: float, what: str
+) -> None:
+    """Until ``url`` answers 200; an AssertionError with the process's log if it exits first or
+    is not ready within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"{what} exited early:\n{log.read_text()}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not ready in {timeout} s:\n{log.read_text()}")
+
+
 @dataclass
 class Server:
     """One gateway process; ``start`` again after ``kill``/``terminate`` on the same data."""
@@ -58,17 +76,7 @@ class Server:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"gateway exited early:\n{self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"gateway not ready in {timeout} s:\n{self.log.read_text()}")
+        wait_ready(self.process, f"{self.url}/readyz", self.log, timeout, "gateway")
 
     def kill(self) -> None:
         assert self.process is not None
@@ -122,17 +130,7 @@ class SimServerProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"sim-server exited early:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"sim-server not ready in {timeout} s:\n{log.read_text()}")
+        wait_ready(self.process, f"{self.url}/health", log, timeout, "sim-server")
 
     def stats(self) -> dict[str, int]:
         r = httpx.get(f"{self.url}/stats", timeout=5.0)

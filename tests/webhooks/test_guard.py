@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,26 @@ class Names(AbstractResolver):
         return None
 
 
+@asynccontextmanager
+async def running(
+    database_url: str, tmp_path: Path, names: Names, **settings: Any
+) -> AsyncIterator[ApiClient]:
+    """An in-process gateway that resolves webhook hosts through ``names``."""
+    config = Settings(
+        database_url=database_url,
+        engine="sim",
+        sim_time_scale=0.01,
+        data_dir=tmp_path,
+        admin_key=ADMIN_KEY,
+        **settings,
+    )
+    app = create_app(gateway=Gateway(config, resolver=names))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://wagate.test") as http:
+            yield ApiClient(http, app, ADMIN_KEY)
+
+
 @pytest.fixture
 async def guarded(
     tmp_path: Path, fresh_database_url: Any
@@ -93,20 +114,11 @@ async def guarded(
     names = Names()
     receiver = Receiver()
     await receiver.start()
-    settings = Settings(
-        database_url=await fresh_database_url("sqlite"),
-        engine="sim",
-        sim_time_scale=0.01,
-        data_dir=tmp_path,
-        admin_key=ADMIN_KEY,
-        webhook_allow_private=False,
-        webhook_retry_min_seconds=0.05,
-    )
-    app = create_app(gateway=Gateway(settings, resolver=names))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://wagate.test") as http:
-            yield ApiClient(http, app, ADMIN_KEY), names, receiver
+    url = await fresh_database_url("sqlite")
+    async with running(
+        url, tmp_path, names, webhook_allow_private=False, webhook_retry_min_seconds=0.05
+    ) as api:
+        yield api, names, receiver
     await receiver.stop()
 
 
@@ -185,24 +197,13 @@ async def test_private_addresses_are_allowed_when_the_operator_says_so(
     names.records["hooks.internal"] = "127.0.0.1"
     receiver = Receiver()
     await receiver.start()
-    settings = Settings(
-        database_url=await fresh_database_url("sqlite"),
-        engine="sim",
-        sim_time_scale=0.01,
-        data_dir=tmp_path,
-        admin_key=ADMIN_KEY,
-        webhook_allow_private=True,
-    )
-    app = create_app(gateway=Gateway(settings, resolver=names))
+    url = await fresh_database_url("sqlite")
     try:
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://w.test") as http:
-                api = ApiClient(http, app, ADMIN_KEY)
-                url = f"http://hooks.internal:{receiver.port}/hooks"
-                tenant = await api.tenant("acme", webhook_url=url)
-                account = await api.account(tenant)
-                await api.link_phone(tenant, account["id"], PHONE)
-                await receiver.wait_for(lambda r: len(r.delivered) >= 3)
+        async with running(url, tmp_path, names, webhook_allow_private=True) as api:
+            hook = f"http://hooks.internal:{receiver.port}/hooks"
+            tenant = await api.tenant("acme", webhook_url=hook)
+            account = await api.account(tenant)
+            await api.link_phone(tenant, account["id"], PHONE)
+            await receiver.wait_for(lambda r: len(r.delivered) >= 3)
     finally:
         await receiver.stop()
