@@ -255,14 +255,12 @@ class SimServer:
 
     def open_connection(self, jid: str, engine: SimEngine, account_id: str) -> None:
         """A device connects; the newer connection wins and every older one gets ``Replaced``."""
-        live = [c for c in self._live.get(jid, []) if c != (engine, account_id)]
-        live.append((engine, account_id))
-        self._live[jid] = live
-        self._peak = max(self._peak, len(live))
-        for older, older_account in live[:-1]:
+        older = [c for c in self._live.get(jid, []) if c != (engine, account_id)]
+        self._peak = max(self._peak, len(older) + 1)
+        self._live[jid] = [(engine, account_id)]
+        for other, other_account in older:
             self._replaced += 1
-            older.replaced(older_account)
-        self._live[jid] = live[-1:]
+            other.replaced(other_account)
 
     def to_device(self, jid: str, event: EngineEvent) -> None:
         """``event`` reaches the device's live connection, wherever it is, or waits for it."""

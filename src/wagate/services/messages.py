@@ -113,7 +113,7 @@ async def settle_stale(session: AsyncSession, cutoff: datetime, limit: int = 500
     it is ``failed`` with reason ``send_interrupted`` rather than risk sending it twice. Returns
     how many were settled."""
     query = (
-        select(Message.id)
+        select(Message.id, Message.account_id)
         .where(
             Message.direction == MessageDirection.OUT,
             Message.status == M.QUEUED,
@@ -123,15 +123,11 @@ async def settle_stale(session: AsyncSession, cutoff: datetime, limit: int = 500
         .limit(limit)
     )
     settled = 0
-    for message_id in list((await session.execute(query)).scalars()):
-        message = await session.get(Message, message_id)
-        if message is None:
-            continue
-        account = await lock_account(session, message.account_id)
-        if account is None:
-            continue
-        await session.refresh(message)  # as it is now that its account is locked
-        if message.status != M.QUEUED:
+    for message_id, account_id in (await session.execute(query)).all():
+        account = await lock_account(session, account_id)
+        # Read as it is now that its account is locked: a receipt may have moved it on.
+        message = await session.get(Message, message_id, populate_existing=True)
+        if account is None or message is None or message.status != M.QUEUED:
             continue
         if message.wa_id is not None:
             _set_status(session, account, message, M.SENT)

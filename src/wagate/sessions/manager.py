@@ -336,8 +336,7 @@ class SessionManager:
 
     async def settle(self) -> None:
         """Wait until every queued engine event has been applied (tests, shutdown)."""
-        while self._pending:
-            await asyncio.sleep(0.005)
+        await _until(lambda: not self._pending)
 
     async def apply(self, account_id: str, event: EngineEvent) -> None:
         """Apply one engine event to the account in one transaction, then its side effects."""
@@ -543,7 +542,7 @@ class SessionManager:
                 self._handing_off.discard(account_id)
                 return False
         try:
-            await asyncio.wait_for(self._applied(account_id), HANDOFF_DRAIN)
+            await asyncio.wait_for(_until(lambda: account_id not in self._pending), HANDOFF_DRAIN)
         except TimeoutError:
             log.warning(
                 "engine events of a handoff left unapplied", extra={"account_id": account_id}
@@ -562,14 +561,8 @@ class SessionManager:
 
     async def moved(self, account_id: str, timeout: float = HANDOFF_DRAIN) -> None:
         """Until this node's handoff of the account is over (``timeout`` at most)."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while self.moving(account_id) and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
-
-    async def _applied(self, account_id: str) -> None:
-        """Until the engine events queued for the account have been applied."""
-        while account_id in self._pending:
-            await asyncio.sleep(0.005)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_until(lambda: not self.moving(account_id)), timeout)
 
     def let_go_all(self) -> int:
         """Close every session here without the database (self-fencing); how many."""
@@ -602,6 +595,12 @@ class SessionManager:
                 await self.call(engine.disconnect(account_id))
 
         return [close]
+
+
+async def _until(done: Callable[[], bool]) -> None:
+    """Until ``done()`` holds, looked at every few milliseconds."""
+    while not done():
+        await asyncio.sleep(0.005)
 
 
 def _next_batch(queue: deque[EngineEvent]) -> list[EngineEvent]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -64,15 +65,18 @@ async def settle_messages(mgr: SessionManager, stale: float = STALE_QUEUED) -> i
 
 
 async def sweep_forever(mgr: SessionManager, silence: float) -> None:
-    interval = max(0.05, min(silence / 4, MESSAGE_SWEEP_EVERY))
-    attempts_every = max(0.05, min(silence / 4, 30.0))
-    last_attempts = asyncio.get_running_loop().time()
+    """Close silent attempts every quarter of ``silence`` (at most every 30 s), and settle
+    stale messages every ``MESSAGE_SWEEP_EVERY`` seconds, until cancelled."""
+    await asyncio.gather(
+        _repeat(max(0.05, min(silence / 4, 30.0)), lambda: sweep(mgr, silence)),
+        _repeat(MESSAGE_SWEEP_EVERY, lambda: settle_messages(mgr)),
+    )
+
+
+async def _repeat(interval: float, step: Callable[[], Awaitable[int]]) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            await settle_messages(mgr)
-            if asyncio.get_running_loop().time() - last_attempts >= attempts_every:
-                last_attempts = asyncio.get_running_loop().time()
-                await sweep(mgr, silence)
+            await step()
         except Exception as exc:  # keep sweeping; the next round retries
             sweep_log.warning("sweep failed", exc_info=exc)
